@@ -1,0 +1,41 @@
+"""Shared test fixtures: float64 mode, and running code on 8 simulated CPU devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import pytest
+
+
+@pytest.fixture
+def x64():
+    """Runs the test with float64 enabled (``jax.enable_x64``), restoring float32 after."""
+    with jax.enable_x64(True):
+        yield
+
+
+def run_on_devices(code: str, num_devices: int = 8, timeout: int = 600) -> dict:
+    """Runs ``code`` in a fresh Python with ``num_devices`` simulated CPU devices.
+
+    The snippet must print one JSON object as its last line of stdout; it is returned.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={num_devices}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"subprocess failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def on_devices():
+    """``on_devices(code, num_devices=8) -> dict``: see :func:`run_on_devices`."""
+    return run_on_devices
