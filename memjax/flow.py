@@ -204,7 +204,8 @@ def log_likelihood(score_fn: ScoreFn, sde: VPSDE, x0: Array, *, divergence: str 
                    probe: str = "rademacher", solver: str = "tsit5", rtol: float = 1e-5,
                    atol: float = 1e-5, num_steps: int | None = None, t0: float | None = None,
                    t1: float | None = None, chunk_size: int | None = None,
-                   max_steps: int = 16_384, return_solution: bool = False):
+                   max_steps: int = 16_384, prior_logp: Callable[[Array], Array] | None = None,
+                   return_solution: bool = False):
     r"""``\log p_{t_0}(x_0)`` in nats by the instantaneous change of variables.
 
     The augmented state ``(x, \ell)`` with ``d\ell/dt = \nabla\cdot f(x, t)`` is integrated from
@@ -216,12 +217,17 @@ def log_likelihood(score_fn: ScoreFn, sde: VPSDE, x0: Array, *, divergence: str 
       divergence: ``"exact"`` (D basis JVPs, ``chunk_size`` at a time) or ``"hutchinson"``
         (``num_probes`` probes drawn once from ``key`` and held along the trajectory; unbiased).
       probe: ``"rademacher"`` or ``"gaussian"`` (Hutchinson only).
+      prior_logp: ``log p_{t1}`` of the latent; default ``sde.prior_logp`` (the standard normal).
+        Pass the exact marginal when it is known (e.g. ``lambda z: g.log_prob(z, t1)`` for a
+        :class:`memjax.scores.GaussianScore`) to remove the prior mismatch.
     """
     x0 = _check_common(score_fn, sde, x0, "x0")
     _checks.check_choice("divergence", divergence, ("exact", "hutchinson"))
     _checks.check_choice("probe", probe, ("rademacher", "gaussian"))
     _checks.check_positive_int("num_probes", num_probes)
     _checks.check_positive_int("chunk_size", chunk_size, allow_none=True)
+    if prior_logp is not None and not callable(prior_logp):
+        raise ValueError(f"prior_logp: expected a callable z -> log p(z), got {type(prior_logp).__name__}")
     if divergence == "hutchinson" and key is None:
         raise ValueError("key: expected a jax.random key for divergence='hutchinson', got None")
     ta, tb = _span(sde, t0, t1, forward=True)
@@ -244,7 +250,7 @@ def log_likelihood(score_fn: ScoreFn, sde: VPSDE, x0: Array, *, divergence: str 
     sol = solve(aug, (x0, jnp.zeros((), x0.dtype)), ta, tb, solver=solver, rtol=rtol, atol=atol,
                 num_steps=num_steps, max_steps=max_steps)
     z, delta = sol.y
-    prior = sde.prior_logp(z)
+    prior = sde.prior_logp(z) if prior_logp is None else prior_logp(z)
     res = LikelihoodResult(log_prob=prior + delta, prior_log_prob=prior, delta=delta, z=z,
                            success=sol.success, num_evals=sol.num_evals)
     if return_solution:

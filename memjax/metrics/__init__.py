@@ -1,0 +1,1 @@
+"""Memorization and diversity metrics: pure, jitted, memory-bounded functions."""

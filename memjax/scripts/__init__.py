@@ -1,0 +1,1 @@
+"""absl entry points, one per job; each is thin: flags + config, call the library, write the report."""
