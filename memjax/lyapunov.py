@@ -225,6 +225,10 @@ def spectrum(f: VectorField, y0, *, t0: float, t1: float, dt: float,
     _checks.check_positive_int("num_exponents", n)
     if n > d:
         raise ValueError(f"num_exponents: expected at most the state dimension {d}, got {n}")
+    _checks.check_choice("solver", solver, _flow.SOLVERS)
+    if solver in _flow.FIXED_ONLY and num_substeps is None:
+        raise ValueError(f"num_substeps: expected a positive integer for the fixed-step solver "
+                         f"{solver!r}, got None")
     _flow.check_solver_args(solver, num_substeps, rtol, atol, max_steps)
     _checks.check_positive_int("chunk", chunk, allow_none=True)
     num_total = _num_intervals("t1 - t0", float(t1) - float(t0), float(dt))

@@ -1,0 +1,121 @@
+"""The embedded default audit: the overfit digits U-Net, audited end to end on 2 CPU cores.
+
+    python -m memjax.scripts.audit --config=configs/digits_audit.py --workdir=/tmp/audit
+    memjax-audit --config=configs/digits_audit.py --workdir=/tmp/audit \
+        --config.ease.network.settings="((1, 1), (64, 10))"
+
+Every field (``memjax.audit.run_audit`` reads them):
+
+  seed: seeds the initial axes of every image (``fold_in(seed, image index)``), the sampler's
+    noise and the diverse-samples t-SNE. The training seed is ``train.seed``.
+  train: the training config (configs/digits_overfit.py: 64 digits + their mirror images =
+    128 trained, 128 held out; the split is saved as workdir/model/data_split.npz). Used when
+    neither ``model.workdir`` nor ``model.checkpoint`` is set: the audit then trains into
+    ``workdir/model`` (resuming from its last checkpoint when interrupted).
+  model.workdir: a memjax training workdir (``memjax-train --workdir=...``) to restore instead
+    of training; its saved split says which images were trained on.
+  model.checkpoint: an orbax checkpoint directory of a memjax train state; the architecture is
+    ``train.model`` and the trained / held-out split ``train.data`` (see
+    configs/audit_custom_example.py).
+  model.step: checkpoint step to restore (0: the latest).
+  ease.grid_steps: T, the Euler grid of paper 000 (dt = 1 / T; "step = 1" is the growth over
+    the first dt = 1e-3).
+  ease.method: "jvp" (exact tangents) or "finite_difference" (the paper's neighbours at sigma).
+  ease.accumulate: "qr" (true volume; one run per Pareto-maximal setting covers all smaller
+    ones) or "norms" (the reference code's raw stretches; every setting run separately).
+  ease.solver: "euler" (the paper's one evaluation per step) or an adaptive diffrax solver.
+  ease.sigma: the ball radius of the finite-difference method (0.05, image units).
+  ease.check_stability: estimate dt |lambda_max| per step and report the fraction of images
+    whose every step was inside explicit Euler's stability interval.
+  ease.network.settings / ease.exact.settings: (N axes, steps) pairs; N = -1 means D (the
+    full volume, 64 for the digits). The network rows answer "does the trained model grow
+    trained images more than held-out ones?"; the exact rows are the same question for the
+    exact score of the training set (a perfect memoriser), the reference.
+  ease.network.batch_size / ease.exact.batch_size: images per vmapped, device-sharded batch
+    (memory ~ batch x (N + 2) activations).
+  ease.network.enabled / ease.exact.enabled: switch a row family off.
+  sampling.num_samples: samples drawn from the network (0: skip sampling, memorization and
+    diverse samples). sampling.sampler: "ddim", "sde" or "ode"; sampling.num_steps its grid;
+    sampling.eta: DDIM stochasticity; sampling.batch_size: samples per batch.
+  memorization.n, memorization.alpha: Carlini et al.'s normalized L2 (paper 000 eq. 7) with
+    the n nearest training images and alpha. memorization.delta: a sample is memorized when
+    its normalized L2 < delta. memorization.ratio_threshold: also report d1/d2 < this.
+  diverse.enabled: count paper 003's diverse samples. diverse.features: "pixels" or
+    "classifier" (memjax's digits classifier features). diverse.reference: the real points
+    are the "train" images or "all" (train + held out). diverse.method: "tsne_hull" (paper
+    003: one t-SNE of [real; generated], convex hull of the real points; diverse.perplexity,
+    diverse.num_iters) or "knn_support" (k-NN balls in feature space; diverse.k).
+  report.num_show: images per row in the figures.
+
+Budget (2 CPU cores): the network row costs about (N + 2) x steps forward passes per image,
+the exact row (N + 2) x steps evaluations of a 128-image mixture; the defaults cover the
+paper's N = 1 over one step, N up to D = 64 over 10 steps (network) and the full volume
+over 100 steps (exact score, where the separation is complete; REFERENCE.md).
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _train_config():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_overfit.py")
+    spec = importlib.util.spec_from_file_location("digits_overfit_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.train = _train_config()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.workdir = ""
+    c.model.checkpoint = ""
+    c.model.step = 0
+
+    c.ease = ml_collections.ConfigDict()
+    c.ease.grid_steps = 1000
+    c.ease.method = "jvp"
+    c.ease.accumulate = "qr"
+    c.ease.solver = "euler"
+    c.ease.sigma = 0.05
+    c.ease.check_stability = True
+    c.ease.network = ml_collections.ConfigDict()
+    c.ease.network.enabled = True
+    c.ease.network.settings = ((1, 1), (1, 10), (1, 100), (8, 1), (8, 10), (-1, 1), (-1, 10))
+    c.ease.network.batch_size = 32
+    c.ease.exact = ml_collections.ConfigDict()
+    c.ease.exact.enabled = True
+    c.ease.exact.settings = ((1, 1), (1, 10), (1, 100), (8, 1), (8, 10), (8, 100),
+                             (-1, 1), (-1, 10), (-1, 100))
+    c.ease.exact.batch_size = 64
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.num_samples = 256
+    c.sampling.sampler = "ddim"
+    c.sampling.num_steps = 100
+    c.sampling.eta = 0.0
+    c.sampling.batch_size = 256
+
+    c.memorization = ml_collections.ConfigDict()
+    c.memorization.n = 50
+    c.memorization.alpha = 0.5
+    c.memorization.delta = 1.0 / 3.0
+    c.memorization.ratio_threshold = 1.0 / 3.0
+
+    c.diverse = ml_collections.ConfigDict()
+    c.diverse.enabled = True
+    c.diverse.features = "pixels"
+    c.diverse.reference = "train"
+    c.diverse.method = "tsne_hull"
+    c.diverse.perplexity = 30.0
+    c.diverse.num_iters = 500
+    c.diverse.k = 5
+
+    c.report = ml_collections.ConfigDict()
+    c.report.num_show = 12
+    return c

@@ -1,0 +1,38 @@
+r"""``memjax-audit``: trains (or restores) a model and audits its memorization.
+
+    python -m memjax.scripts.audit --config=configs/digits_audit.py --workdir=/tmp/audit
+    memjax-audit --config=configs/audit_custom_example.py --workdir=/tmp/my_audit
+
+Writes ``report.json``, ``report.md``, ``figures/*.png`` and ``timings.json`` under
+``--workdir``; every stage is cached there (``workdir/audit/*.npz``, the model under
+``workdir/model``), so running the same command again reuses what is done and an interrupted
+run resumes. See :mod:`memjax.audit` and ``configs/digits_audit.py`` for what is computed.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Audit config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the model, caches and report.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from memjax import audit, parallel
+
+    parallel.initialize()
+    audit.run_audit(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

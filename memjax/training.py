@@ -1,0 +1,784 @@
+r"""Training: config schema, optimiser, EMA, a data-parallel jitted step, checkpoints, the loop.
+
+The train state is a plain pytree (pure dicts of arrays), so it shards, jits and checkpoints
+without special cases::
+
+    {"step": int32 (completed steps), "params": model parameters, "ema": their EMA,
+     "opt_state": optax state, "other": every non-parameter variable of the model}
+
+One step (``make_train_step``), jitted with the state replicated over the ``"data"`` mesh
+axis and the batch split over it (DESIGN.md, "Parallelism"; XLA inserts the all-reduce of
+the gradient)::
+
+    key_s   = fold_in(key(seed), s)                     # s = completed steps
+    (L, aux), g = value_and_grad(loss_fn)(params; batch, key_s)
+    params <- params + optax_update(clip_{grad_clip}(g))  # Adam / AdamW, linear warm-up
+    ema    <- d ema + (1 - d) params,   d = min(ema_decay, (1 + s) / (10 + s)) with ema_warmup
+
+Batch ``s`` is :func:`memjax.data.batch_indices` of ``(seed, s)`` and the step's key is
+``fold_in(seed, s)``, so a run resumed from a checkpoint at step ``s`` replays exactly the
+losses an uninterrupted run computes. Checkpoints are orbax ``CheckpointManager`` steps
+(atomic: written to a temporary directory and renamed on commit); a step directory that
+was never committed, or one that fails to restore, raises :class:`CheckpointError` instead
+of being skipped or overwritten.
+
+Everything a run writes lives under its workdir::
+
+    workdir/config.json        the full config (a resumed run must match it)
+    workdir/data_split.npz     the images trained on and held out (memjax.data.save_split)
+    workdir/checkpoints/<step> orbax checkpoints (keep-N)
+    workdir/metrics.jsonl      one JSON object per logged step
+    workdir/tensorboard/       TensorBoard events (tensorboardX)
+    workdir/samples/           probability-flow sample grids of the EMA model (.png + .npz)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from memjax import data as data_lib
+from memjax import parallel
+from memjax.sde import VPSDE
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+CONFIG_FILENAME = "config.json"
+METRICS_FILENAME = "metrics.jsonl"
+CHECKPOINT_DIRNAME = "checkpoints"
+# fields that may change when a run is resumed (they do not change what is computed)
+RESUMABLE_FIELDS = ("training.num_steps", "training.log_every", "training.checkpoint_every",
+                    "training.keep_checkpoints", "training.sample_every",
+                    "training.num_samples", "training.sample_steps", "training.progress",
+                    "training.tensorboard")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is partial, corrupt or belongs to another run."""
+
+
+# -- configuration -------------------------------------------------------------------------------
+def default_config() -> ml_collections.ConfigDict:
+    """The full training config with its defaults; every config in ``configs/`` starts here.
+
+    Fields:
+      seed: int. Seeds the model initialisation, the batch order and every step's key.
+      data: the data config (:func:`memjax.data.data_config`; embedded digits by default).
+      model: the U-Net config (:func:`memjax.models.config.unet_config`).
+      objective: the loss (:func:`memjax.models.config.objective_config`).
+      sde: the VP-SDE: ``beta_min``, ``beta_max``, ``t_min``, ``t_max`` (score_sde: 0.1, 20,
+        1e-3, 1).
+      optim.optimizer: ``"adam"`` or ``"adamw"`` (decoupled weight decay).
+      optim.learning_rate: peak learning rate (score_sde DDPM++: 2e-4).
+      optim.beta1, optim.beta2, optim.eps: Adam moments and epsilon (0.9, 0.999, 1e-8).
+      optim.weight_decay: AdamW decay (ignored by adam).
+      optim.warmup_steps: linear warm-up from 0 to the peak (score_sde: 5000; 0: none).
+      optim.schedule: ``"constant"`` after warm-up or ``"cosine"`` decay to 0 at ``num_steps``.
+      optim.grad_clip: clip the global gradient norm to this (score_sde: 1; 0: no clipping).
+      training.batch_size: global batch (split over devices; must divide evenly).
+      training.num_steps: total optimiser steps.
+      training.ema_decay: EMA decay of the weights (score_sde: 0.9999).
+      training.ema_warmup: use ``min(ema_decay, (1 + s) / (10 + s))`` early on, so short runs
+        have a useful EMA.
+      training.log_every: steps between metric records (the loss is averaged over them).
+      training.checkpoint_every: steps between checkpoints (the last step is always saved).
+      training.keep_checkpoints: how many checkpoints to keep.
+      training.sample_every: steps between sample grids (0: only at the end; -1: never).
+      training.num_samples: images per sample grid.
+      training.sample_steps: Euler steps of the probability-flow sampler for the grids.
+      training.progress: show a tqdm progress bar.
+      training.tensorboard: write TensorBoard events.
+    """
+    from memjax.models import config as model_config
+
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = data_lib.data_config()
+    c.model = model_config.unet_config()
+    c.objective = model_config.objective_config()
+    c.sde = ml_collections.ConfigDict(dict(beta_min=0.1, beta_max=20.0, t_min=1e-3, t_max=1.0))
+    c.optim = ml_collections.ConfigDict(dict(
+        optimizer="adam", learning_rate=2e-4, beta1=0.9, beta2=0.999, eps=1e-8,
+        weight_decay=0.0, warmup_steps=0, schedule="constant", grad_clip=1.0))
+    c.training = ml_collections.ConfigDict(dict(
+        batch_size=128, num_steps=1000, ema_decay=0.9999, ema_warmup=True, log_every=50,
+        checkpoint_every=500, keep_checkpoints=3, sample_every=0, num_samples=64,
+        sample_steps=200, progress=True, tensorboard=True))
+    return c
+
+
+def _fail(field: str, expected: str, got: Any):
+    raise ValueError(f"{field}: expected {expected}, got {got!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and math.isfinite(v)
+
+
+def _check_keys(cfg, schema, prefix: str) -> None:
+    for k in cfg.keys():
+        if k not in schema:
+            raise ValueError(f"{prefix}{k}: unknown field; expected one of {sorted(schema.keys())}")
+    for k in schema.keys():
+        if k not in cfg:
+            raise ValueError(f"{prefix}{k}: missing field")
+
+
+def make_sde(config) -> VPSDE:
+    """The :class:`memjax.VPSDE` of ``config.sde``; errors name ``sde.<field>``."""
+    try:
+        return VPSDE(**{k: config.sde[k] for k in ("beta_min", "beta_max", "t_min", "t_max")})
+    except ValueError as e:
+        raise ValueError(str(e).replace("VPSDE.", "sde.")) from e
+
+
+def data_image_shape(data_config) -> Optional[tuple[int, int, Optional[int]]]:
+    """``(H, W, C)`` a data config produces when it is known without reading data (else None)."""
+    if data_config.image_size:
+        c = data_config.channels or (1 if data_config.source == "digits" else None)
+        return (data_config.image_size, data_config.image_size, c)
+    if data_config.source == "digits":
+        s = data_config.center_crop or 8
+        return (s, s, 1)
+    return None
+
+
+def validate_config(config) -> None:
+    """Raises ``ValueError`` naming the field (``training.batch_size``, ``model.image_size``,
+    ``objective.t_n``, ...) of the first problem in a training config. Runs before any data is
+    read or anything is compiled."""
+    from memjax.models import config as model_config
+
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"config: expected an ml_collections.ConfigDict, got {type(config).__name__}")
+    schema = default_config()
+    _check_keys(config, schema, "")
+    for sub in ("sde", "optim", "training"):
+        _check_keys(config[sub], schema[sub], f"{sub}.")
+    if not _is_int(config.seed) or config.seed < 0:
+        _fail("seed", "a non-negative int", config.seed)
+    data_lib.validate_data_config(config.data)
+    model_config.validate_model_config(config.model)
+    sde = make_sde(config)
+    model_config.validate_objective_config(config.objective, sde)
+    m, o = config.model, config.objective
+    if o.parameterization != m.parameterization:
+        _fail("objective.parameterization", f"the model's parameterization {m.parameterization!r}",
+              o.parameterization)
+    if o.name == "conditional":
+        if m.num_classes is None:
+            _fail("model.num_classes", "the number of classes for the conditional objective",
+                  m.num_classes)
+        if o.num_classes != m.num_classes:
+            _fail("objective.num_classes", f"model.num_classes = {m.num_classes}", o.num_classes)
+        if not config.data.label_key:
+            _fail("data.label_key", "a label feature for the conditional objective",
+                  config.data.label_key)
+    shape = data_image_shape(config.data)
+    if shape is not None:
+        hw = model_config.image_hw(m.image_size)
+        if hw != shape[:2]:
+            _fail("model.image_size", f"the data's image size {shape[:2]} (data.image_size / "
+                  f"source)", m.image_size)
+        if shape[2] is not None and shape[2] != m.channels:
+            _fail("model.channels", f"the data's {shape[2]} channels", m.channels)
+    op, tr = config.optim, config.training
+    if op.optimizer not in OPTIMIZERS:
+        _fail("optim.optimizer", f"one of {OPTIMIZERS}", op.optimizer)
+    if op.schedule not in SCHEDULES:
+        _fail("optim.schedule", f"one of {SCHEDULES}", op.schedule)
+    for f in ("learning_rate", "eps"):
+        if not _is_num(op[f]) or op[f] <= 0:
+            _fail(f"optim.{f}", "a positive number", op[f])
+    for f in ("beta1", "beta2"):
+        if not _is_num(op[f]) or not 0 <= op[f] < 1:
+            _fail(f"optim.{f}", "a number in [0, 1)", op[f])
+    for f in ("weight_decay", "grad_clip"):
+        if not _is_num(op[f]) or op[f] < 0:
+            _fail(f"optim.{f}", "a non-negative number", op[f])
+    if not _is_int(op.warmup_steps) or op.warmup_steps < 0:
+        _fail("optim.warmup_steps", "a non-negative int", op.warmup_steps)
+    for f in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+              "num_samples", "sample_steps"):
+        if not _is_int(tr[f]) or tr[f] < 1:
+            _fail(f"training.{f}", "a positive int", tr[f])
+    if not _is_int(tr.sample_every) or tr.sample_every < -1:
+        _fail("training.sample_every", "-1 (never), 0 (at the end) or a positive int",
+              tr.sample_every)
+    if not _is_num(tr.ema_decay) or not 0 <= tr.ema_decay < 1:
+        _fail("training.ema_decay", "a number in [0, 1)", tr.ema_decay)
+
+
+def _flatten(cfg, prefix=""):
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, (ml_collections.ConfigDict, dict)):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_to_json(config) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """Inverse of :func:`config_to_json` (lists in model fields come back as tuples)."""
+    d = json.loads(text)
+    for k, v in d.get("model", {}).items():
+        if isinstance(v, list):
+            d["model"][k] = tuple(v)
+    return ml_collections.ConfigDict(d)
+
+
+def check_same_run(config, saved) -> None:
+    """Raises :class:`CheckpointError` naming the first field where ``config`` differs from the
+    config saved in the workdir (fields in ``RESUMABLE_FIELDS`` may change)."""
+    a, b = _flatten(config.to_dict()), _flatten(saved.to_dict())
+    for k in sorted(set(a) | set(b)):
+        if k in RESUMABLE_FIELDS:
+            continue
+        if a.get(k, "<missing>") != b.get(k, "<missing>"):
+            raise CheckpointError(
+                f"{k}: this workdir was written by a run with {k} = {b.get(k, '<missing>')!r}, "
+                f"but the config says {a.get(k, '<missing>')!r}; use another --workdir (or the "
+                f"original config) rather than mixing runs")
+
+
+# -- optimiser and state ---------------------------------------------------------------------------
+def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 to ``learning_rate`` over ``warmup_steps``, then constant or cosine."""
+    lr, w = float(optim_config.learning_rate), int(optim_config.warmup_steps)
+    if optim_config.schedule == "cosine":
+        if w:
+            return optax.warmup_cosine_decay_schedule(0.0, lr, w, max(num_steps, w + 1))
+        return optax.cosine_decay_schedule(lr, max(num_steps, 1))
+    if w:
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, w), optax.constant_schedule(lr)],
+                                    [w])
+    return optax.constant_schedule(lr)
+
+
+def make_optimizer(optim_config, num_steps: int) -> optax.GradientTransformation:
+    """``clip_by_global_norm(grad_clip)`` then Adam / AdamW with the warm-up schedule."""
+    sched = learning_rate_schedule(optim_config, num_steps)
+    kw = dict(b1=optim_config.beta1, b2=optim_config.beta2, eps=optim_config.eps)
+    if optim_config.optimizer == "adamw":
+        opt = optax.adamw(sched, weight_decay=optim_config.weight_decay, **kw)
+    else:
+        opt = optax.adam(sched, **kw)
+    if optim_config.grad_clip:
+        return optax.chain(optax.clip_by_global_norm(optim_config.grad_clip), opt)
+    return opt
+
+
+def split_model(model):
+    """``(graphdef, params, other)``: the NNX graph and pure-dict states of parameters and of
+    everything else (RNG streams, statistics)."""
+    from flax import nnx
+
+    graphdef, params, other = nnx.split(model, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(other)
+
+
+def merge_model(graphdef, params, other):
+    from flax import nnx
+
+    return nnx.merge(graphdef, params, other)
+
+
+def init_state(params, other, optimizer: optax.GradientTransformation) -> dict:
+    """The train state at step 0 (the EMA starts at the initial parameters)."""
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "ema": jax.tree.map(jnp.array, params), "opt_state": optimizer.init(params),
+            "other": other}
+
+
+def ema_decay_at(step, decay: float, warmup: bool):
+    """``decay``, or ``min(decay, (1 + s) / (10 + s))`` with warm-up."""
+    if not warmup:
+        return jnp.asarray(decay, jnp.float32)
+    s = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + s) / (10.0 + s))
+
+
+def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                    seed: int, ema_decay: float, ema_warmup: bool = True,
+                    lr_schedule: Optional[optax.Schedule] = None, mesh=None) -> Callable:
+    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``.
+
+    ``loss_fn(model, batch, key) -> (loss, metrics)`` is the objective (e.g.
+    :func:`memjax.objectives.make_loss`); the model is rebuilt from ``graphdef`` and the
+    state inside the trace. The state is replicated, the batch sharded on ``"data"``
+    (its leading size must divide by the device count). Every step's key is
+    ``fold_in(key(seed), state["step"])``.
+    """
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    repl, shard = parallel.replicated(mesh), parallel.data_sharding(mesh)
+    base_key = jax.random.key(seed)
+
+    def step(state, batch):
+        key = jax.random.fold_in(base_key, state["step"])
+
+        def objective(params):
+            model = merge_model(graphdef, params, state["other"])
+            loss, metrics = loss_fn(model, batch, key)
+            _, _, other = split_model(model)
+            return loss, (metrics, other)
+
+        (loss, (metrics, other)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        d = ema_decay_at(state["step"], ema_decay, ema_warmup)
+        ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state["ema"], params)
+        out = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        if lr_schedule is not None:
+            out["learning_rate"] = lr_schedule(state["step"])
+        out.update({k: jnp.mean(v) for k, v in dict(metrics).items() if k not in out})
+        new = {"step": state["step"] + 1, "params": params, "ema": ema, "opt_state": opt_state,
+               "other": other}
+        return new, out
+
+    return jax.jit(step, in_shardings=(repl, shard), out_shardings=(repl, repl),
+                   donate_argnums=(0,))
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def _is_key(a) -> bool:
+    return hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(tree):
+    return jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, tree)
+
+
+def _data_to_keys(tree, template):
+    return jax.tree.map(lambda a, t: jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
+                        if _is_key(t) else a, tree, template)
+
+
+class Checkpointer:
+    """Orbax ``CheckpointManager`` over ``directory`` with integrity checks.
+
+    Every numbered step directory must hold orbax's commit marker; one that does not (a
+    write that never finished, a copied or truncated directory), or one that fails to
+    restore, raises :class:`CheckpointError` naming it. Orbax's own uncommitted temporary
+    directories (``*.orbax-checkpoint-tmp-*``) are never treated as checkpoints.
+    """
+
+    COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
+
+    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+        import orbax.checkpoint as ocp
+
+        self.directory = os.path.abspath(directory)
+        self.verify()
+        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                            enable_async_checkpointing=async_save)
+        self._ocp = ocp
+        self.manager = ocp.CheckpointManager(self.directory, options=opts)
+
+    def verify(self) -> list[int]:
+        """Committed steps, ascending; raises :class:`CheckpointError` on a partial one."""
+        if not os.path.isdir(self.directory):
+            if os.path.exists(self.directory):
+                raise CheckpointError(f"{self.directory} exists and is not a directory; it cannot "
+                                      f"hold checkpoints")
+            return []
+        steps = []
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if ".orbax-checkpoint-tmp" in name:
+                log.warning("ignoring uncommitted orbax temporary directory %s", path)
+                continue
+            if not name.isdigit():
+                continue
+            if not os.path.isdir(path) or not any(
+                    os.path.exists(os.path.join(path, m)) for m in self.COMMIT_MARKERS):
+                raise CheckpointError(
+                    f"checkpoint {path} is partial or corrupt (no orbax commit marker "
+                    f"{' / '.join(self.COMMIT_MARKERS)}). It was not written by a completed "
+                    f"save; delete or move it to resume from an earlier checkpoint. Nothing "
+                    f"was overwritten.")
+            steps.append(int(name))
+        return sorted(steps)
+
+    def latest_step(self) -> Optional[int]:
+        steps = self.verify()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state: dict) -> None:
+        self.manager.save(int(step), args=self._ocp.args.StandardSave(_keys_to_data(state)))
+
+    def restore(self, step: int, template: dict) -> dict:
+        """Restores step ``step`` into the structure, shapes and shardings of ``template``."""
+        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, _keys_to_data(template))
+        path = os.path.join(self.directory, str(step))
+        try:
+            restored = self.manager.restore(int(step),
+                                            args=self._ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001 -- any failure here means a bad checkpoint
+            raise CheckpointError(f"checkpoint {path} could not be restored ({type(e).__name__}: "
+                                  f"{str(e)[:300]}); it is corrupt or from another model. Delete "
+                                  f"or move it to resume from an earlier one. Nothing was "
+                                  f"overwritten.") from e
+        return _data_to_keys(restored, template)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+# -- sampling for the grids ------------------------------------------------------------------------
+def network_score(out, x, t, sde: VPSDE, parameterization: str):
+    """Score from a batched network output (``t``: ``[b]``): eps -> ``-eps/sigma``, x0 -> Tweedie."""
+    tb = t.reshape((-1,) + (1,) * (x.ndim - 1))
+    if parameterization == "eps":
+        return -out / sde.sigma(tb)
+    return (sde.alpha(tb) * out - x) / sde.variance(tb)
+
+
+def pf_euler_sample(apply_fn: Callable, sde: VPSDE, z, *, num_steps: int,
+                    parameterization: str = "eps", y=None):
+    r"""Euler on the probability-flow ODE (paper 000 eq. 8) from ``t_max`` down to ``t_min``.
+
+    ``x_{k+1} = x_k - \Delta t\, f(t_k, x_k)``, ``f = -\beta/2 (x + s)``, on a uniform grid of
+    ``num_steps`` steps; ``apply_fn(x [b, ...], t [b], y) -> eps or x0``. A small sampler
+    for monitoring; :mod:`memjax.sampling` has the full set.
+    """
+    ts = jnp.linspace(sde.t_max, sde.t_min, num_steps + 1)
+
+    def body(x, i):
+        t, t_next = ts[i], ts[i + 1]
+        tb = jnp.full((x.shape[0],), t, x.dtype)
+        s = network_score(apply_fn(x, tb, y), x, tb, sde, parameterization)
+        drift = -0.5 * sde.beta(t) * (x + s)
+        return x + (t_next - t) * drift, None
+
+    x, _ = jax.lax.scan(body, z, jnp.arange(num_steps))
+    return x
+
+
+def eval_graphdef(graphdef, params, other):
+    """The graph of the same model in eval mode (dropout off)."""
+    model = merge_model(graphdef, params, other)
+    model.eval()
+    return split_model(model)[0]
+
+
+def _save_grid(images: np.ndarray, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n, h, w, c = images.shape
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = im
+    grid = np.clip((grid + 1) / 2, 0, 1)
+    plt.imsave(path, grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0,
+               vmax=1)
+
+
+# -- metric writing ------------------------------------------------------------------------------
+class MetricWriter:
+    """JSON lines (``metrics.jsonl``) and TensorBoard, both resumable.
+
+    On a resume from step ``s`` the records after ``s`` (written before the interruption,
+    now to be recomputed) are dropped from the JSON file, and TensorBoard purges them.
+    """
+
+    def __init__(self, workdir: str, *, start_step: int, tensorboard: bool = True,
+                 enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILENAME)
+        self.tb = None
+        if not enabled:
+            return
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= start_step]
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(keep)
+            os.replace(tmp, self.path)
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                    purge_step=start_step + 1 if start_step else None)
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        rec = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, float(v), int(step))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The records of ``workdir/metrics.jsonl``."""
+    with open(os.path.join(workdir, METRICS_FILENAME)) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+# -- the loop ------------------------------------------------------------------------------------
+class TrainResult(NamedTuple):
+    state: dict
+    graphdef: Any
+    dataset: data_lib.Dataset
+    sde: VPSDE
+    start_step: int
+    """The step this invocation resumed from (0 for a fresh run)."""
+
+
+def build_model(config):
+    """The U-Net of ``config.model``, initialised from ``config.seed``."""
+    from flax import nnx
+
+    from memjax.models import create_unet
+
+    return create_unet(config.model, rngs=nnx.Rngs(config.seed))
+
+
+def build_loss(config, sde):
+    from memjax.objectives import make_loss
+
+    return make_loss(config.objective, sde)
+
+
+def _prepare_workdir(config, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILENAME)
+    if os.path.exists(path):
+        with open(path) as f:
+            check_same_run(config, config_from_json(f.read()))
+    if jax.process_index() == 0:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(config_to_json(config))
+        os.replace(tmp, path)
+
+
+def _dataset_for(config, workdir: str) -> data_lib.Dataset:
+    path = os.path.join(workdir, data_lib.SPLIT_FILENAME)
+    if os.path.exists(path):
+        return data_lib.load_split(path)
+    dataset = data_lib.load_dataset(config.data)
+    if jax.process_index() == 0:
+        data_lib.save_split(dataset, path, config.data)
+    return dataset
+
+
+def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: int, mesh) -> dict:
+    """Batch ``step`` as global arrays sharded on ``"data"``; each process supplies its rows."""
+    idx = data_lib.batch_indices(dataset.num_train, batch_size, seed, step)
+    nproc, pid = jax.process_count(), jax.process_index()
+    local = batch_size // nproc
+    batch = data_lib.make_batch(dataset, idx[pid * local:(pid + 1) * local])
+    sharding = parallel.data_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
+            for k, v in batch.items()}
+
+
+def sample_grid(graphdef_eval, params, other, config, sde: VPSDE, key, *, num_classes: int = 0):
+    """``num_samples`` probability-flow samples of the model with ``params`` (e.g. the EMA)."""
+    tr, m = config.training, config.model
+    hw = (m.image_size, m.image_size) if _is_int(m.image_size) else tuple(m.image_size)
+    z = jax.random.normal(key, (tr.num_samples, *hw, m.channels), jnp.float32)
+    y = None
+    if m.num_classes is not None:
+        y = jnp.arange(tr.num_samples, dtype=jnp.int32) % m.num_classes
+
+    @jax.jit
+    def run(params, other, z, y):
+        model = merge_model(graphdef_eval, params, other)
+        return pf_euler_sample(lambda x, t, yy: model(x, t, yy) if yy is not None else model(x, t),
+                               sde, z, num_steps=tr.sample_steps,
+                               parameterization=m.parameterization, y=y)
+
+    return run(params, other, z, y)
+
+
+def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
+          model_fn: Optional[Callable] = None, mesh=None,
+          stop_after: Optional[int] = None) -> TrainResult:
+    """Trains (or resumes training) as ``config`` says, writing everything under ``workdir``.
+
+    Args:
+      config: a training config (:func:`default_config`); validated first.
+      workdir: output folder. If it holds checkpoints, training resumes from the latest.
+      loss_fn: overrides ``memjax.objectives.make_loss(config.objective, sde)``.
+      model_fn: ``model_fn(config) -> nnx.Module``, overrides :func:`build_model`.
+      mesh: device mesh (default: all devices on the ``"data"`` axis).
+      stop_after: stop after this many steps of this invocation (for tests / preemption).
+    """
+    validate_config(config)
+    tr = config.training
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    ndev = mesh.devices.size
+    if tr.batch_size % ndev or tr.batch_size % jax.process_count():
+        _fail("training.batch_size", f"a multiple of the device count {ndev}", tr.batch_size)
+    _prepare_workdir(config, workdir)
+    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME), keep=tr.keep_checkpoints)
+    sde = make_sde(config)
+    dataset = _dataset_for(config, workdir)
+    from memjax.models import config as model_config
+
+    hw = model_config.image_hw(config.model.image_size)
+    if dataset.image_shape != (*hw, config.model.channels):
+        _fail("model.image_size/model.channels", f"the data's image shape {dataset.image_shape}",
+              (config.model.image_size, config.model.channels))
+    model = (model_fn or build_model)(config)
+    model.train()
+    graphdef, params, other = split_model(model)
+    optimizer = make_optimizer(config.optim, tr.num_steps)
+    state = init_state(params, other, optimizer)
+    start = ckpt.latest_step() or 0
+    if start:
+        state = ckpt.restore(start, state)
+        log.info("resumed from %s at step %d", ckpt.directory, start)
+    state = jax.device_put(state, parallel.replicated(mesh))
+    loss_fn = loss_fn or build_loss(config, sde)
+    step_fn = make_train_step(graphdef, loss_fn, optimizer, seed=config.seed,
+                              ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
+                              lr_schedule=learning_rate_schedule(config.optim, tr.num_steps),
+                              mesh=mesh)
+    lead = jax.process_index() == 0
+    writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard, enabled=lead)
+    sample_dir = os.path.join(workdir, "samples")
+    geval = None
+    end = tr.num_steps if stop_after is None else min(tr.num_steps, start + stop_after)
+    steps = range(start, end)
+    bar = None
+    if tr.progress and lead:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tr.num_steps, initial=start, desc="train", unit="step")
+    pending, t0, s0 = [], time.perf_counter(), start
+    for s in steps:
+        batch = global_batch(dataset, tr.batch_size, config.seed, s, mesh)
+        state, metrics = step_fn(state, batch)
+        pending.append(metrics)
+        done = s + 1
+        if done % tr.log_every == 0 or done == end:
+            vals = jax.device_get(pending)
+            rec = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+            dt = time.perf_counter() - t0
+            rec["steps_per_sec"] = (done - s0) / dt
+            rec["images_per_sec"] = rec["steps_per_sec"] * tr.batch_size
+            writer.write(done, rec)
+            if bar is not None:
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            pending, t0, s0 = [], time.perf_counter(), done
+        if bar is not None:
+            bar.update(1)
+        if done % tr.checkpoint_every == 0 or done == tr.num_steps:
+            ckpt.save(done, state)
+        if tr.sample_every >= 0 and ((tr.sample_every and done % tr.sample_every == 0)
+                                     or done == tr.num_steps):
+            if geval is None:
+                geval = eval_graphdef(graphdef, state["ema"], state["other"])
+            key = jax.random.fold_in(jax.random.key(config.seed + 1), done)
+            imgs = np.asarray(sample_grid(geval, state["ema"], state["other"], config, sde, key))
+            if lead:
+                os.makedirs(sample_dir, exist_ok=True)
+                np.savez(os.path.join(sample_dir, f"step_{done:08d}.npz"), samples=imgs)
+                _save_grid(imgs, os.path.join(sample_dir, f"step_{done:08d}.png"))
+    if bar is not None:
+        bar.close()
+    ckpt.close()
+    writer.close()
+    return TrainResult(state=state, graphdef=graphdef, dataset=dataset, sde=sde, start_step=start)
+
+
+# -- loading a trained model for analysis -----------------------------------------------------------
+class Trained(NamedTuple):
+    """What :func:`load_trained` returns."""
+
+    model: Any
+    """The U-Net with the EMA (or raw) weights, in eval mode."""
+    config: ml_collections.ConfigDict
+    sde: VPSDE
+    dataset: data_lib.Dataset
+    """The exact split trained on (``workdir/data_split.npz``)."""
+    step: int
+
+
+def load_trained(workdir: str, *, step: Optional[int] = None, ema: bool = True,
+                 model_fn: Optional[Callable] = None) -> Trained:
+    """The model of a training workdir, ready for analysis: ``(model, config, sde, dataset, step)``.
+
+    ``step`` defaults to the latest checkpoint; ``ema=False`` gives the raw weights.
+    """
+    path = os.path.join(workdir, CONFIG_FILENAME)
+    if not os.path.exists(path):
+        raise ValueError(f"workdir: no {CONFIG_FILENAME} in {workdir!r}; is it a training workdir?")
+    with open(path) as f:
+        config = config_from_json(f.read())
+    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME),
+                        keep=config.training.keep_checkpoints)
+    steps = ckpt.verify()
+    if not steps:
+        raise ValueError(f"workdir: no checkpoint under {ckpt.directory}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ValueError(f"step: expected one of the saved steps {steps}, got {step}")
+    model = (model_fn or build_model)(config)
+    model.train()
+    graphdef, params, other = split_model(model)
+    optimizer = make_optimizer(config.optim, config.training.num_steps)
+    state = ckpt.restore(step, init_state(params, other, optimizer))
+    ckpt.close()
+    model = merge_model(graphdef, state["ema"] if ema else state["params"], state["other"])
+    model.eval()
+    return Trained(model=model, config=config, sde=make_sde(config),
+                   dataset=data_lib.load_split(workdir), step=int(step))
+
+
+def trained_score_fn(trained: Trained, *, label: Optional[int] = None):
+    """``score_fn(x, t)`` (one example) of a :func:`load_trained` model, via
+    :func:`memjax.scores.from_model`. ``label`` conditions a class-conditional model (None:
+    the null label, i.e. the unconditional score)."""
+    from memjax import scores
+
+    model = trained.model
+    if label is None:
+        apply = lambda x, t: model(x, t)  # noqa: E731
+    else:
+        apply = lambda x, t: model(x, t, jnp.full((x.shape[0],), label, jnp.int32))  # noqa: E731
+    return scores.from_model(apply, trained.sde, trained.config.model.parameterization)

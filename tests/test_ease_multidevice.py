@@ -1,0 +1,37 @@
+"""ease_of_reproduction gives the same numbers on 1 and on 8 (simulated CPU) devices."""
+
+import numpy as np
+
+_CODE = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+import memjax as mj
+from memjax import volume
+from memjax.data import load_digits
+
+sde = mj.VPSDE()
+digits = load_digits()
+score = mj.scores.empirical(jnp.asarray(digits[200:248]), sde)
+images = digits[:13]                       # not a multiple of 8: exercises the padding
+out = {"devices": jax.device_count()}
+for method in ("jvp", "finite_difference"):
+    s, ok = volume.ease_of_reproduction(score, sde, images, num_axes=3, steps=4, grid_steps=1000,
+                                        batch_size=5, key=jax.random.key(7), method=method,
+                                        return_stable=True)
+    out[method] = np.asarray(s, np.float64).tolist()
+    out[method + "_stable"] = np.asarray(ok).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_ease_of_reproduction_same_on_1_and_8_devices(on_devices):
+    one = on_devices(_CODE, num_devices=1)
+    eight = on_devices(_CODE, num_devices=8)
+    assert one["devices"] == 1 and eight["devices"] == 8
+    for method in ("jvp", "finite_difference"):
+        a, b = np.asarray(one[method]), np.asarray(eight[method])
+        assert a.shape == (13,) and np.all(np.isfinite(a))
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+        assert one[method + "_stable"] == eight[method + "_stable"]
+    # jvp and finite differences measure the same stretches (sigma = 0.05): same ranking sign.
+    assert np.corrcoef(one["jvp"], one["finite_difference"])[0, 1] > 0.9
