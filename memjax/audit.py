@@ -338,6 +338,56 @@ def _subject_from_trained(trained, description: str) -> Subject:
                    step=int(trained.step))
 
 
+def restore_trained(train_config, checkpoint_dir: str, dataset, *, step: int | None = None):
+    """A :class:`memjax.training.Trained` (EMA weights, eval mode) from an orbax checkpoint
+    directory of a memjax train state, restored into an abstract template.
+
+    Same result as :func:`memjax.training.load_trained`, but the network is never initialised
+    (``nnx.eval_shape``): eager initialisation compiles one small program per parameter, which
+    costs more than the whole restore on a loaded CPU.
+    """
+    from flax import nnx
+
+    from memjax import training
+
+    tc = train_config
+    ck = training.Checkpointer(checkpoint_dir, keep=int(tc.training.keep_checkpoints))
+    try:
+        steps = ck.verify()
+        if not steps:
+            raise ValueError(f"model.checkpoint: no orbax checkpoint steps under "
+                             f"{checkpoint_dir!r}")
+        step = steps[-1] if step is None else int(step)
+        if step not in steps:
+            raise ValueError(f"model.step: expected one of the saved steps {steps}, got {step}")
+        abstract = nnx.eval_shape(lambda: training.build_model(tc))
+        graphdef, params, other = training.split_model(abstract)
+        optimizer = training.make_optimizer(tc.optim, tc.training.num_steps)
+        template = jax.eval_shape(lambda p, o: training.init_state(p, o, optimizer), params,
+                                  other)
+        state = ck.restore(step, template)
+    finally:
+        ck.close()
+    model = training.merge_model(graphdef, state["ema"], state["other"])
+    model.eval()
+    return training.Trained(model=model, config=tc, sde=training.make_sde(tc), dataset=dataset,
+                            step=int(step))
+
+
+def _restore_workdir(workdir: str, step=None):
+    from memjax import data as data_lib
+    from memjax import training
+
+    path = os.path.join(workdir, training.CONFIG_FILENAME)
+    if not os.path.exists(path):
+        raise ValueError(f"model.workdir: no {training.CONFIG_FILENAME} in {workdir!r}; is it a "
+                         "memjax training workdir?")
+    with open(path) as f:
+        tc = training.config_from_json(f.read())
+    return restore_trained(tc, os.path.join(workdir, training.CHECKPOINT_DIRNAME),
+                           data_lib.load_split(workdir), step=step)
+
+
 def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -> Subject:
     """Stage ``model``: trains ``config.train`` into ``workdir/model`` (resuming from its last
     checkpoint), or restores ``config.model.workdir`` (a memjax training workdir) or
@@ -347,7 +397,7 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
 
     m = config.model
     if m.workdir:
-        trained = training.load_trained(m.workdir, step=m.step or None)
+        trained = _restore_workdir(m.workdir, step=m.step or None)
         return _subject_from_trained(trained, f"restored {m.workdir} (step {trained.step})")
     if m.checkpoint:
         return _restore_checkpoint(config, m.checkpoint, m.step or None)
@@ -366,7 +416,7 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
         log(f"[model] training {config.train.data.source} model for {num_steps} steps "
             f"({'resuming at ' + str(done) if done else 'from scratch'}) in {model_dir}")
         training.train(config.train, model_dir)
-    trained = training.load_trained(model_dir)
+    trained = _restore_workdir(model_dir)
     return _subject_from_trained(trained, f"trained here ({model_dir}, step {trained.step})")
 
 
@@ -374,28 +424,10 @@ def _restore_checkpoint(config, checkpoint: str, step) -> Subject:
     from memjax import data as data_lib
     from memjax import training
 
-    tc = config.train
-    training.validate_config(tc)
-    path = checkpoint
-    ck = training.Checkpointer(path, keep=int(tc.training.keep_checkpoints))
-    steps = ck.verify()
-    if not steps:
-        raise ValueError(f"model.checkpoint: no orbax checkpoint steps under {path!r}")
-    step = steps[-1] if step is None else int(step)
-    if step not in steps:
-        raise ValueError(f"model.step: expected one of the saved steps {steps}, got {step}")
-    model = training.build_model(tc)
-    model.train()
-    graphdef, params, other = training.split_model(model)
-    optimizer = training.make_optimizer(tc.optim, tc.training.num_steps)
-    state = ck.restore(step, training.init_state(params, other, optimizer))
-    ck.close()
-    model = training.merge_model(graphdef, state["ema"], state["other"])
-    model.eval()
-    dataset = data_lib.load_dataset(tc.data)
-    trained = training.Trained(model=model, config=tc, sde=training.make_sde(tc), dataset=dataset,
-                               step=step)
-    return _subject_from_trained(trained, f"restored checkpoint {path} (step {step})")
+    training.validate_config(config.train)
+    dataset = data_lib.load_dataset(config.train.data)
+    trained = restore_trained(config.train, checkpoint, dataset, step=step)
+    return _subject_from_trained(trained, f"restored checkpoint {checkpoint} (step {trained.step})")
 
 
 # =================================================================================================

@@ -50,6 +50,7 @@ import optax
 
 from memjax import data as data_lib
 from memjax import parallel
+from memjax.checkpoint import Checkpointer, CheckpointError  # noqa: F401 (re-exported)
 from memjax.sde import VPSDE
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,6 @@ RESUMABLE_FIELDS = ("training.num_steps", "training.log_every", "training.checkp
                     "training.keep_checkpoints", "training.sample_every",
                     "training.num_samples", "training.sample_steps", "training.progress",
                     "training.tensorboard")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory is partial, corrupt or belongs to another run."""
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -335,6 +332,8 @@ def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransf
     mesh = parallel.data_mesh() if mesh is None else mesh
     repl, shard = parallel.replicated(mesh), parallel.data_sharding(mesh)
     base_key = jax.random.key(seed)
+    if lr_schedule is None and hasattr(optimizer, "schedule"):
+        lr_schedule = optimizer.schedule
 
     def step(state, batch):
         key = jax.random.fold_in(base_key, state["step"])
@@ -363,93 +362,24 @@ def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransf
                    donate_argnums=(0,))
 
 
-# -- checkpoints ---------------------------------------------------------------------------------
-def _is_key(a) -> bool:
-    return hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+_STEP_CACHE: dict = {}
 
 
-def _keys_to_data(tree):
-    return jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, tree)
-
-
-def _data_to_keys(tree, template):
-    return jax.tree.map(lambda a, t: jax.random.wrap_key_data(a, impl=jax.random.key_impl(t))
-                        if _is_key(t) else a, tree, template)
-
-
-class Checkpointer:
-    """Orbax ``CheckpointManager`` over ``directory`` with integrity checks.
-
-    Every numbered step directory must hold orbax's commit marker; one that does not (a
-    write that never finished, a copied or truncated directory), or one that fails to
-    restore, raises :class:`CheckpointError` naming it. Orbax's own uncommitted temporary
-    directories (``*.orbax-checkpoint-tmp-*``) are never treated as checkpoints.
-    """
-
-    COMMIT_MARKERS = ("_CHECKPOINT_METADATA", "commit_success.txt")
-
-    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
-        import orbax.checkpoint as ocp
-
-        self.directory = os.path.abspath(directory)
-        self.verify()
-        opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                            enable_async_checkpointing=async_save)
-        self._ocp = ocp
-        self.manager = ocp.CheckpointManager(self.directory, options=opts)
-
-    def verify(self) -> list[int]:
-        """Committed steps, ascending; raises :class:`CheckpointError` on a partial one."""
-        if not os.path.isdir(self.directory):
-            if os.path.exists(self.directory):
-                raise CheckpointError(f"{self.directory} exists and is not a directory; it cannot "
-                                      f"hold checkpoints")
-            return []
-        steps = []
-        for name in sorted(os.listdir(self.directory)):
-            path = os.path.join(self.directory, name)
-            if ".orbax-checkpoint-tmp" in name:
-                log.warning("ignoring uncommitted orbax temporary directory %s", path)
-                continue
-            if not name.isdigit():
-                continue
-            if not os.path.isdir(path) or not any(
-                    os.path.exists(os.path.join(path, m)) for m in self.COMMIT_MARKERS):
-                raise CheckpointError(
-                    f"checkpoint {path} is partial or corrupt (no orbax commit marker "
-                    f"{' / '.join(self.COMMIT_MARKERS)}). It was not written by a completed "
-                    f"save; delete or move it to resume from an earlier checkpoint. Nothing "
-                    f"was overwritten.")
-            steps.append(int(name))
-        return sorted(steps)
-
-    def latest_step(self) -> Optional[int]:
-        steps = self.verify()
-        return steps[-1] if steps else None
-
-    def save(self, step: int, state: dict) -> None:
-        self.manager.save(int(step), args=self._ocp.args.StandardSave(_keys_to_data(state)))
-
-    def restore(self, step: int, template: dict) -> dict:
-        """Restores step ``step`` into the structure, shapes and shardings of ``template``."""
-        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, _keys_to_data(template))
-        path = os.path.join(self.directory, str(step))
-        try:
-            restored = self.manager.restore(int(step),
-                                            args=self._ocp.args.StandardRestore(abstract))
-        except Exception as e:  # noqa: BLE001 -- any failure here means a bad checkpoint
-            raise CheckpointError(f"checkpoint {path} could not be restored ({type(e).__name__}: "
-                                  f"{str(e)[:300]}); it is corrupt or from another model. Delete "
-                                  f"or move it to resume from an earlier one. Nothing was "
-                                  f"overwritten.") from e
-        return _data_to_keys(restored, template)
-
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+def cached_train_step(graphdef, loss_fn: Callable, config, mesh) -> Callable:
+    """:func:`make_train_step` for a training config, memoised on (graph, loss_fn, config,
+    mesh): resuming in the same process (tests, notebooks) reuses the compiled step."""
+    tr = config.training
+    horizon = tr.num_steps if config.optim.schedule == "cosine" else None  # only cosine uses it
+    key = (graphdef, loss_fn, config.optim.to_json(), horizon, config.seed, tr.ema_decay,
+           tr.ema_warmup, mesh)
+    if key not in _STEP_CACHE:
+        if len(_STEP_CACHE) > 8:
+            _STEP_CACHE.clear()
+        _STEP_CACHE[key] = make_train_step(
+            graphdef, loss_fn, make_optimizer(config.optim, tr.num_steps), seed=config.seed,
+            ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
+            lr_schedule=learning_rate_schedule(config.optim, tr.num_steps), mesh=mesh)
+    return _STEP_CACHE[key]
 
 
 # -- sampling for the grids ------------------------------------------------------------------------
@@ -575,10 +505,18 @@ def build_model(config):
     return create_unet(config.model, rngs=nnx.Rngs(config.seed))
 
 
+_LOSS_CACHE: dict = {}
+
+
 def build_loss(config, sde):
+    """``memjax.objectives.make_loss(config.objective, sde)``, memoised so that the compiled
+    step is reused when training resumes in the same process."""
     from memjax.objectives import make_loss
 
-    return make_loss(config.objective, sde)
+    key = (config.objective.to_json(), sde)
+    if key not in _LOSS_CACHE:
+        _LOSS_CACHE[key] = make_loss(config.objective, sde)
+    return _LOSS_CACHE[key]
 
 
 def _prepare_workdir(config, workdir: str) -> None:
@@ -624,14 +562,27 @@ def sample_grid(graphdef_eval, params, other, config, sde: VPSDE, key, *, num_cl
     if m.num_classes is not None:
         y = jnp.arange(tr.num_samples, dtype=jnp.int32) % m.num_classes
 
-    @jax.jit
-    def run(params, other, z, y):
-        model = merge_model(graphdef_eval, params, other)
-        return pf_euler_sample(lambda x, t, yy: model(x, t, yy) if yy is not None else model(x, t),
-                               sde, z, num_steps=tr.sample_steps,
-                               parameterization=m.parameterization, y=y)
+    return _grid_sampler(graphdef_eval, sde, tr.sample_steps, m.parameterization)(
+        params, other, z, y)
 
-    return run(params, other, z, y)
+
+_SAMPLER_CACHE: dict = {}
+
+
+def _grid_sampler(graphdef_eval, sde, num_steps, parameterization):
+    key = (graphdef_eval, sde, num_steps, parameterization)
+    if key not in _SAMPLER_CACHE:
+        @jax.jit
+        def run(params, other, z, y):
+            model = merge_model(graphdef_eval, params, other)
+            apply = lambda x, t, yy: model(x, t) if yy is None else model(x, t, yy)  # noqa: E731
+            return pf_euler_sample(apply, sde, z, num_steps=num_steps,
+                                   parameterization=parameterization, y=y)
+
+        if len(_SAMPLER_CACHE) > 8:
+            _SAMPLER_CACHE.clear()
+        _SAMPLER_CACHE[key] = run
+    return _SAMPLER_CACHE[key]
 
 
 def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
@@ -668,16 +619,17 @@ def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
     graphdef, params, other = split_model(model)
     optimizer = make_optimizer(config.optim, tr.num_steps)
     state = init_state(params, other, optimizer)
-    start = ckpt.latest_step() or 0
-    if start:
-        state = ckpt.restore(start, state)
-        log.info("resumed from %s at step %d", ckpt.directory, start)
+    try:
+        start = ckpt.latest_step() or 0
+        if start:
+            state = ckpt.restore(start, state)
+            log.info("resumed from %s at step %d", ckpt.directory, start)
+    except CheckpointError:
+        ckpt.close()
+        raise
     state = jax.device_put(state, parallel.replicated(mesh))
     loss_fn = loss_fn or build_loss(config, sde)
-    step_fn = make_train_step(graphdef, loss_fn, optimizer, seed=config.seed,
-                              ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
-                              lr_schedule=learning_rate_schedule(config.optim, tr.num_steps),
-                              mesh=mesh)
+    step_fn = cached_train_step(graphdef, loss_fn, config, mesh)
     lead = jax.process_index() == 0
     writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard, enabled=lead)
     sample_dir = os.path.join(workdir, "samples")

@@ -33,5 +33,3 @@ def test_ease_of_reproduction_same_on_1_and_8_devices(on_devices):
         assert a.shape == (13,) and np.all(np.isfinite(a))
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
         assert one[method + "_stable"] == eight[method + "_stable"]
-    # jvp and finite differences measure the same stretches (sigma = 0.05): same ranking sign.
-    assert np.corrcoef(one["jvp"], one["finite_difference"])[0, 1] > 0.9

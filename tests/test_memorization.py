@@ -40,7 +40,7 @@ def random_with_ties(seed=0, m=37, n=211, d=24):
 @pytest.mark.parametrize("k", [1, 4, 13])
 def test_nearest_neighbours_random_equals_brute_force(metric, k):
     q, r = random_with_ties()
-    vals, idx = nearest_neighbours(q, r, k=k, metric=metric, block_size=50)
+    vals, idx = nearest_neighbours(q, r, k=k, metric=metric, block_size=160)
     rv, ri = brute_force(q, r, k, metric)
     np.testing.assert_array_equal(np.asarray(idx), ri)
     np.testing.assert_allclose(np.asarray(vals), rv, rtol=2e-6, atol=2e-6)
@@ -68,7 +68,9 @@ def test_nearest_neighbours_digits_equals_brute_force(metric):
 def test_nearest_neighbours_block_sizes_agree():
     q, r = random_with_ties(seed=1)
     ref = nearest_neighbours(q, r, k=3)
+    # block 1: plain top_k; 7: not a multiple of the group size; 256: grouped top_k
     for kwargs in ({"block_size": 1}, {"block_size": 7, "query_block_size": 5},
+                   {"block_size": 256}, {"block_size": 48, "num_candidates": 3},
                    {"block_size": 1000, "num_candidates": 3}):
         out = nearest_neighbours(q, r, k=3, **kwargs)
         np.testing.assert_array_equal(np.asarray(out[1]), np.asarray(ref[1]))
@@ -84,7 +86,7 @@ def test_nearest_neighbours_images_and_jit():
 
 def test_nearest_neighbours_same_on_8_devices(on_devices):
     q, r = random_with_ties(seed=2)
-    vals, idx = nearest_neighbours(q, r, k=5, block_size=64)
+    vals, idx = nearest_neighbours(q, r, k=5, block_size=256)
     code = """
         import json, jax, numpy as np
         from memjax.metrics.memorization import nearest_neighbours
@@ -92,7 +94,7 @@ def test_nearest_neighbours_same_on_8_devices(on_devices):
         q, r = random_with_ties(seed=2)
         out = {}
         for metric in ("l2", "cosine"):
-            v, i = nearest_neighbours(q, r, k=5, metric=metric, block_size=64)
+            v, i = nearest_neighbours(q, r, k=5, metric=metric, block_size=256)
             out[metric] = [np.asarray(v).tolist(), np.asarray(i).tolist()]
         out["devices"] = jax.device_count()
         print(json.dumps(out))
@@ -101,7 +103,7 @@ def test_nearest_neighbours_same_on_8_devices(on_devices):
     assert res["devices"] == 8
     np.testing.assert_array_equal(np.asarray(res["l2"][1]), np.asarray(idx))
     np.testing.assert_array_equal(np.asarray(res["l2"][0], np.float32), np.asarray(vals))
-    cv, ci = nearest_neighbours(q, r, k=5, metric="cosine", block_size=64)
+    cv, ci = nearest_neighbours(q, r, k=5, metric="cosine", block_size=256)
     np.testing.assert_array_equal(np.asarray(res["cosine"][1]), np.asarray(ci))
     np.testing.assert_array_equal(np.asarray(res["cosine"][0], np.float32), np.asarray(cv))
 

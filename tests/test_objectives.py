@@ -120,6 +120,7 @@ def test_standard_objective_converges_to_optimal_denoiser(parameterization):
     err = denoiser_rms_error(model, SDE.t_min, SDE.t_max)
     assert np.isfinite(losses).all()
     assert before > 0.2
+    print(f"standard ({parameterization}): RMS denoiser error {before:.4f} -> {err:.4f}")
     assert err < 0.015, (before, err)
 
 
@@ -140,6 +141,7 @@ def _indexed_batches(train_set, b=1024):
     return data_fn
 
 
+@pytest.mark.slow
 def test_ambient_objective_converges_to_optimal_denoiser_above_t_n():
     """Separate parameters above t_n learn only from the fixed noisy copies (eq. 6), and still
     converge to the clean-data denoiser E[x0 | x_t]; the clean branch learns it below t_n."""
@@ -151,8 +153,9 @@ def test_ambient_objective_converges_to_optimal_denoiser_above_t_n():
     assert np.isfinite(losses).all()
     err_hi = denoiser_rms_error(model, T_N + 0.02, SDE.t_max)
     err_lo = denoiser_rms_error(model, SDE.t_min, T_N)
-    assert err_hi < 0.05, err_hi
-    assert err_lo < 0.05, err_lo
+    print(f"ambient: RMS denoiser error above t_n {err_hi:.4f}, below t_n {err_lo:.4f}")
+    assert err_hi < 0.03, err_hi
+    assert err_lo < 0.03, err_lo
 
     # Negative control: the same parameters trained with the plain x0 loss on the noisy copies
     # (treating them as data) learn the denoiser of the noisy distribution, far from E[x0|x_t].
@@ -160,8 +163,10 @@ def test_ambient_objective_converges_to_optimal_denoiser_above_t_n():
     naive = GaussianDenoiser()
     naive_loss = lambda m, batch, key: ob.denoising_loss(m, batch, key, sde=SDE,  # noqa: E731
                                                          parameterization="x0")
-    naive, _ = train(naive, naive_loss, _indexed_batches(y), steps=1500, lr=2e-2)
-    assert denoiser_rms_error(naive, T_N + 0.02, SDE.t_max) > 4 * err_hi
+    naive, _ = train(naive, naive_loss, _indexed_batches(y), steps=600, lr=2e-2)
+    err_naive = denoiser_rms_error(naive, T_N + 0.02, SDE.t_max)
+    print(f"naive x0 loss on the noisy copies: RMS error above t_n {err_naive:.4f}")
+    assert err_naive > 4 * err_hi
 
 
 # -- the fixed noisy copy --------------------------------------------------------------------------

@@ -69,9 +69,11 @@ def tiny_model(config):
     return TinyNet(rngs=nnx.Rngs(config.seed))
 
 
+_LOSS = eps_loss(training.make_sde(training.default_config()))   # one object: steps are reused
+
+
 def run_tiny(config, workdir, **kw):
-    sde = training.make_sde(config)
-    return training.train(config, str(workdir), loss_fn=eps_loss(sde), model_fn=tiny_model, **kw)
+    return training.train(config, str(workdir), loss_fn=_LOSS, model_fn=tiny_model, **kw)
 
 
 # -- optimiser and EMA -----------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def test_train_step_matches_hand_computation():
     loss, grads = jax.value_and_grad(obj)(params)
     upd, _ = opt.update(grads, opt.init(params), params)
     want = optax.apply_updates(params, upd)
-    new, metrics = step(jax.tree.map(jnp.array, state), batch)
+    new, metrics = step(jax.tree.map(jnp.array, state), batch)   # copies: the step donates
     assert int(new["step"]) == 1
     np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
@@ -169,92 +171,114 @@ def test_train_step_same_on_1_and_8_devices(on_devices):
 
 
 # -- the loop, checkpoints, resume -------------------------------------------------------------------
-def test_train_writes_workdir_and_resumes_exactly(tmp_path):
-    cfg = tiny_config()
-    full = tmp_path / "full"
-    res = run_tiny(cfg, full)
-    ref = [r["loss"] for r in training.read_metrics(str(full))]
-    assert len(ref) == 6 and res.start_step == 0
-    assert sorted(os.listdir(full / "checkpoints")) == ["3", "6"]
-    assert (full / "data_split.npz").exists() and (full / "config.json").exists()
-    # interrupted after 4 steps (a checkpoint at 3, step 4 logged but not saved) then resumed
-    part = tmp_path / "part"
-    run_tiny(cfg, part, stop_after=4)
-    assert sorted(os.listdir(part / "checkpoints")) == ["3"]
-    res2 = run_tiny(cfg, part)
-    assert res2.start_step == 3
-    got = [r["loss"] for r in training.read_metrics(str(part))]
-    assert [r["step"] for r in training.read_metrics(str(part))] == [1, 2, 3, 4, 5, 6]
-    np.testing.assert_array_equal(got, ref)
-    jax.tree.map(np.testing.assert_array_equal, res.state["params"], res2.state["params"])
-    jax.tree.map(np.testing.assert_array_equal, res.state["ema"], res2.state["ema"])
-    # extending num_steps continues the same run
-    more = tiny_config(num_steps=8)
-    res3 = run_tiny(more, part)
-    assert res3.start_step == 6 and int(res3.state["step"]) == 8
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One uninterrupted 6-step run, and one stopped after 4 steps (checkpoint at 3), resumed."""
+    root = tmp_path_factory.mktemp("runs")
+    cfg = tiny_config(sample_every=6, num_samples=4, sample_steps=3, tensorboard=True)
+    full = run_tiny(cfg, root / "full")
+    run_tiny(cfg, root / "part", stop_after=4)
+    part_ckpts = sorted(os.listdir(root / "part" / "checkpoints"))
+    resumed = run_tiny(cfg, root / "part")
+    return dict(cfg=cfg, root=root, full=full, resumed=resumed, part_ckpts=part_ckpts)
 
 
-def test_partial_and_corrupt_checkpoints_raise(tmp_path):
-    cfg = tiny_config()
-    wd = tmp_path / "wd"
-    run_tiny(cfg, wd, stop_after=3)
-    # a step directory that was never committed
-    os.makedirs(wd / "checkpoints" / "5")
+def _copy(runs, tmp_path, name="full"):
+    dst = tmp_path / name
+    shutil.copytree(runs["root"] / name, dst)
+    return dst
+
+
+def test_train_writes_workdir_and_resumes_exactly(runs):
+    root, full, resumed = runs["root"], runs["full"], runs["resumed"]
+    ref = [r["loss"] for r in training.read_metrics(str(root / "full"))]
+    assert len(ref) == 6 and full.start_step == 0 and int(full.state["step"]) == 6
+    assert sorted(os.listdir(root / "full" / "checkpoints")) == ["3", "6"]
+    for f in ("data_split.npz", "config.json", "metrics.jsonl"):
+        assert (root / "full" / f).exists()
+    # the interrupted run had a checkpoint at 3 and logged step 4; it resumed from 3
+    assert runs["part_ckpts"] == ["3"] and resumed.start_step == 3
+    recs = training.read_metrics(str(root / "part"))
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal([r["loss"] for r in recs], ref)
+    jax.tree.map(np.testing.assert_array_equal, full.state["params"], resumed.state["params"])
+    jax.tree.map(np.testing.assert_array_equal, full.state["ema"], resumed.state["ema"])
+    jax.tree.map(np.testing.assert_array_equal, full.state["opt_state"],
+                 resumed.state["opt_state"])
+
+
+def test_extending_num_steps_continues_the_run(runs, tmp_path):
+    wd = _copy(runs, tmp_path)
+    cfg = runs["cfg"].copy_and_resolve_references()
+    cfg.training.num_steps = 7
+    cfg.training.sample_every = -1
+    res = run_tiny(cfg, wd)
+    assert res.start_step == 6 and int(res.state["step"]) == 7
+    assert [r["step"] for r in training.read_metrics(str(wd))] == list(range(1, 8))
+
+
+def test_partial_checkpoint_raises_and_is_untouched(runs, tmp_path):
+    wd = _copy(runs, tmp_path)
+    os.makedirs(wd / "checkpoints" / "9")          # a step directory never committed
     with pytest.raises(training.CheckpointError, match="partial or corrupt"):
-        run_tiny(cfg, wd)
-    assert os.listdir(wd / "checkpoints" / "5") == []          # untouched
-    shutil.rmtree(wd / "checkpoints" / "5")
-    # a committed checkpoint whose data was damaged
-    ck = wd / "checkpoints" / "3"
-    for root, _, files in os.walk(ck):
+        run_tiny(runs["cfg"], wd)
+    assert os.listdir(wd / "checkpoints" / "9") == []
+    assert sorted(os.listdir(wd / "checkpoints")) == ["3", "6", "9"]
+
+
+def test_corrupt_checkpoint_raises(runs, tmp_path):
+    wd = _copy(runs, tmp_path)
+    for root, _, files in os.walk(wd / "checkpoints" / "6"):
         for f in files:
             if f not in training.Checkpointer.COMMIT_MARKERS and "METADATA" not in f:
                 os.remove(os.path.join(root, f))
     with pytest.raises(training.CheckpointError, match="could not be restored"):
-        run_tiny(cfg, wd)
-    assert sorted(os.listdir(wd / "checkpoints")) == ["3"]
-    # an orbax temporary directory (a save killed before its commit) is ignored
-    wd2 = tmp_path / "wd2"
-    run_tiny(cfg, wd2, stop_after=3)
-    os.makedirs(wd2 / "checkpoints" / "6.orbax-checkpoint-tmp-1234")
-    assert run_tiny(cfg, wd2).start_step == 3
+        run_tiny(runs["cfg"], wd)
+    with pytest.raises(training.CheckpointError, match="could not be restored"):
+        training.load_trained(str(wd), model_fn=tiny_model)
+    assert sorted(os.listdir(wd / "checkpoints")) == ["3", "6"]
 
 
-def test_resume_with_another_config_is_refused(tmp_path):
-    cfg = tiny_config()
-    run_tiny(cfg, tmp_path, stop_after=1)
-    other = tiny_config()
+def test_orbax_temporary_directory_is_ignored(runs, tmp_path):
+    wd = _copy(runs, tmp_path)
+    os.makedirs(wd / "checkpoints" / "9.orbax-checkpoint-tmp-1234")
+    assert run_tiny(runs["cfg"], wd).start_step == 6
+
+
+def test_resume_with_another_config_is_refused(runs, tmp_path):
+    wd = _copy(runs, tmp_path)
+    other = runs["cfg"].copy_and_resolve_references()
     other.optim.learning_rate = 1e-3
-    with pytest.raises(training.CheckpointError, match="optim.learning_rate"):
-        run_tiny(other, tmp_path)
+    with pytest.raises(training.CheckpointError, match=r"optim\.learning_rate"):
+        run_tiny(other, wd)
 
 
-def test_sample_grid_and_tensorboard(tmp_path):
-    cfg = tiny_config(num_steps=2, sample_every=2, num_samples=4, sample_steps=3, tensorboard=True)
-    run_tiny(cfg, tmp_path)
-    s = np.load(tmp_path / "samples" / "step_00000002.npz")["samples"]
+def test_sample_grid_and_tensorboard(runs):
+    wd = runs["root"] / "full"
+    s = np.load(wd / "samples" / "step_00000006.npz")["samples"]
     assert s.shape == (4, 8, 8, 1) and np.all(np.isfinite(s))
-    assert (tmp_path / "samples" / "step_00000002.png").exists()
-    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
-    rec = training.read_metrics(str(tmp_path))[-1]
-    assert {"loss", "grad_norm", "learning_rate", "steps_per_sec", "images_per_sec"} <= set(rec)
+    assert (wd / "samples" / "step_00000006.png").exists()
+    assert any(f.startswith("events") for f in os.listdir(wd / "tensorboard"))
+    rec = training.read_metrics(str(wd))[-1]
+    assert {"loss", "grad_norm", "learning_rate", "steps_per_sec", "images_per_sec",
+            "mse_max"} <= set(rec)
 
 
-def test_load_trained_returns_ema_model_and_split(tmp_path):
-    cfg = tiny_config()
-    res = run_tiny(cfg, tmp_path)
-    tr = training.load_trained(str(tmp_path), model_fn=tiny_model)
+def test_load_trained_returns_ema_model_and_split(runs):
+    wd, full = runs["root"] / "full", runs["full"]
+    tr = training.load_trained(str(wd), model_fn=tiny_model)
     assert tr.step == 6 and tr.model.drop.deterministic
-    np.testing.assert_array_equal(tr.dataset.train, res.dataset.train)
+    np.testing.assert_array_equal(tr.dataset.train, full.dataset.train)
     _, p, _ = training.split_model(tr.model)
-    jax.tree.map(np.testing.assert_array_equal, p, res.state["ema"])
+    jax.tree.map(np.testing.assert_array_equal, p, full.state["ema"])
+    raw = training.load_trained(str(wd), step=3, ema=False, model_fn=tiny_model)
+    assert raw.step == 3
     score = training.trained_score_fn(tr)
-    x = tr.dataset.train[0]
-    t = 0.5
+    x, t = tr.dataset.train[0], 0.5
     eps = tr.model(x[None], jnp.array([t]))[0]
     np.testing.assert_allclose(score(x, t), -eps / tr.sde.sigma(t), rtol=1e-5)
     with pytest.raises(ValueError, match="step"):
-        training.load_trained(str(tmp_path), step=4, model_fn=tiny_model)
+        training.load_trained(str(wd), step=4, model_fn=tiny_model)
 
 
 def test_pf_euler_sample_on_gaussian_data():

@@ -62,12 +62,12 @@ def test_gradient_matches_autodiff_and_sklearn(x64):
     x = rng.normal(size=(60, 5))
     y = jnp.asarray(rng.normal(size=(60, 2)))
     p = T.joint_probabilities(jnp.asarray(x), perplexity=10.0)
-    grad = T._kl_gradient(p, y)
-    auto = jax.grad(T.kl_divergence, argnums=1)(p, y)
+    grad = jax.jit(T._kl_gradient)(p, y)
+    auto = jax.jit(jax.grad(T.kl_divergence, argnums=1))(p, y)
     np.testing.assert_allclose(grad, auto, rtol=1e-10, atol=1e-14)
     kl_ref, grad_ref = sk_tsne._kl_divergence(np.asarray(y).ravel(), squareform(np.asarray(p),
                                               checks=False), 1, 60, 2)
-    np.testing.assert_allclose(float(T.kl_divergence(p, y)), kl_ref, rtol=1e-10)
+    np.testing.assert_allclose(float(jax.jit(T.kl_divergence)(p, y)), kl_ref, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(grad).ravel(), grad_ref, rtol=1e-10, atol=1e-14)
 
 
@@ -94,8 +94,6 @@ def test_inits():
     np.testing.assert_array_equal(r1, r2)
     assert not np.allclose(r1, a)
     y0 = 1e-4 * np.random.default_rng(0).normal(size=(60, 2))
-    g = np.asarray(T.tsne(x, perplexity=10.0, num_iters=50, init=y0))
-    assert g.shape == (60, 2) and np.all(np.isfinite(g))
     # one iteration from a given start is exactly one sklearn-style step
     p = T.joint_probabilities(x, perplexity=10.0)
     y0 = jnp.asarray(y0, jnp.float32)
@@ -116,7 +114,7 @@ def test_learning_rate_auto():
     (dict(x=np.zeros((1, 3))), "x"),
     (dict(x=np.full((10, 3), np.nan)), "x"),
     (dict(perplexity=0.0), "perplexity"),
-    (dict(perplexity=40.0), "perplexity"),
+    (dict(perplexity=60.0), "perplexity"),
     (dict(num_iters=0), "num_iters"),
     (dict(exaggeration_iters=-1), "exaggeration_iters"),
     (dict(early_exaggeration=-1.0), "early_exaggeration"),
@@ -130,7 +128,7 @@ def test_learning_rate_auto():
 ])
 def test_bad_input_raises_before_compiling(kwargs, match):
     kwargs = dict(kwargs)
-    x = kwargs.pop("x", np.random.default_rng(0).normal(size=(30, 8)))
+    x = kwargs.pop("x", np.random.default_rng(0).normal(size=(60, 8)))
     with pytest.raises(ValueError, match=match):
         T.tsne(x, **kwargs)
 

@@ -235,6 +235,8 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
     ndev = mesh.devices.size
     c = min(n, k + 8 if num_candidates is None else num_candidates)
     block = min(n, 2048) if block_size is None else min(block_size, n)
+    if block >= _GROUP:                  # a multiple of the group size (refs are padded anyway)
+        block = -(-block // _GROUP) * _GROUP
     per_dev = -(-m // ndev)
     qblock = min(per_dev, 1024 if query_block_size is None else query_block_size)
     return _knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block), qblock=int(qblock),

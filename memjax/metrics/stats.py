@@ -137,6 +137,9 @@ def _auroc(scores, labels):
     n_neg = cneg[-1]
     pos = labels[order]
     n_pos = jnp.sum(pos)
+    if scores.shape[0] < 46_000:         # 2 n_pos n_neg <= n^2 / 2 fits in int32: exact count
+        wins2 = jnp.sum(jnp.where(pos, 2 * below + equal, 0))
+        return wins2.astype(scores.dtype) / (2 * n_pos * n_neg).astype(scores.dtype)
     wins = (below.astype(scores.dtype) + 0.5 * equal.astype(scores.dtype)) / n_neg
     return jnp.sum(jnp.where(pos, wins, 0.0)) / n_pos
 

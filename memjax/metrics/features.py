@@ -1,0 +1,170 @@
+r"""Feature functions: what "similar" means for the memorization metrics.
+
+A feature function maps a batch of images to vectors::
+
+    feature_fn(images: [b, H, W, C] in [-1, 1]) -> features [b, d]
+
+Every metric in :mod:`memjax.metrics.memorization` takes arrays, so the choice of feature space
+is the caller's: pass ``compute_features(feature_fn, images)`` for both the generated and the
+training set. Built in:
+
+* :func:`pixels` -- the flattened pixels (paper 001 uses normalized L2 in pixel space on
+  CIFAR-10; Carlini et al.'s criterion is defined there).
+* :func:`classifier_features` -- the penultimate layer of a memjax classifier
+  (:class:`memjax.models.ResNet`, or any object with a ``features(x[, t])`` method).
+* :func:`l2_normalized` -- wraps a feature function so that rows have unit norm (then the
+  inner product paper 002 reports *is* the cosine similarity).
+
+Plugging in a pretrained network (DINOv2, SSCD, Inception)
+----------------------------------------------------------
+memjax downloads nothing; bring the weights yourself. Any JAX callable works:
+
+1. Port or load the network in JAX (e.g. a Flax DINOv2 ViT-B/14 from the Hugging Face
+   ``transformers`` Flax classes, an Inception-v3 port such as the one used by JAX FID code, or
+   SSCD's ResNet-50 weights converted into :class:`memjax.models.ResNet` -- SSCD is a
+   ResNet-50 trunk with GeM pooling and a 512-d projection). Keep it in eval mode.
+2. Write the preprocessing the network was trained with inside the function: map ``[-1, 1]`` to
+   ``[0, 1]``, resize (``jax.image.resize``; DINOv2: 224 px, multiples of 14; SSCD: 288 px;
+   Inception: 299 px), normalise with the ImageNet mean/std (DINOv2, SSCD) or to ``[-1, 1]``
+   (Inception), tile grey images to three channels.
+3. Return the embedding the paper uses: DINOv2's CLS token (paper 002, then
+   :func:`l2_normalized` so inner products are cosines), SSCD's L2-normalised 512-d descriptor
+   (paper 001's SSCD score is the cosine of two descriptors), Inception's 2,048-d pool3 for
+   :func:`memjax.metrics.stats.frechet_distance` (FID).
+
+For example::
+
+    def dino_fn(images):                                   # [b, H, W, C] in [-1, 1]
+        x = (images + 1) / 2
+        x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
+        x = jax.image.resize(x, (x.shape[0], 224, 224, 3), "bicubic")
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+        return dino_model(pixel_values=x.transpose(0, 3, 1, 2)).pooler_output
+    feats = compute_features(l2_normalized(jax.jit(dino_fn)), images, batch_size=64)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from memjax import _checks
+
+__all__ = ["FeatureFn", "classifier_features", "compute_features", "l2_normalized", "pixels",
+           "get_feature_fn"]
+
+FeatureFn = Callable[[Float[Array, "b h w c"]], Float[Array, "b d"]]
+
+
+def pixels(images: Float[Array, "b ..."]) -> Float[Array, "b d"]:
+    """The raw pixels, flattened: ``[b, H, W, C] -> [b, H W C]``."""
+    x = jnp.asarray(images)
+    if x.ndim < 2:
+        raise ValueError(f"images: expected a batch [b, ...], got shape {x.shape}")
+    return x.reshape(x.shape[0], -1).astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def l2_normalized(feature_fn: FeatureFn, eps: float = 1e-12) -> FeatureFn:
+    """``feature_fn`` followed by division of each row by its Euclidean norm."""
+    if not callable(feature_fn):
+        raise ValueError(f"feature_fn: expected a callable, got {type(feature_fn).__name__}")
+
+    def fn(images):
+        f = feature_fn(images)
+        return f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), eps)
+
+    return fn
+
+
+def classifier_features(model: Any, *, t: float | None = None,
+                        eval_mode: bool = True) -> FeatureFn:
+    """The penultimate layer of a classifier as a feature function.
+
+    Args:
+      model: an object with ``features(x)`` (or ``features(x, t)``) returning ``[b, d]``, such
+        as :class:`memjax.models.ResNet`. A Flax NNX module is split once into graph and state
+        and the returned function is ``jax.jit``-compiled; the model itself is not modified
+        (eval mode is set on a copy, so BatchNorm uses its running averages).
+      t: time passed to a time-dependent classifier (``model.time_dependent``); e.g.
+        ``sde.t_min`` for clean images. Must be None for a time-independent one.
+      eval_mode: call ``.eval()`` on the copy (NNX modules) before extracting features.
+    """
+    feats = getattr(model, "features", None)
+    if not callable(feats):
+        raise ValueError(f"model: expected an object with a callable `features(x)` method, got "
+                         f"{type(model).__name__}")
+    time_dependent = bool(getattr(model, "time_dependent", False))
+    if time_dependent and t is None:
+        raise ValueError("t: the model is time-dependent; expected a time, got None")
+    if t is not None and not time_dependent and hasattr(model, "time_dependent"):
+        raise ValueError(f"t: the model is not time-dependent; expected None, got {t!r}")
+
+    def call(m, images):
+        x = jnp.asarray(images, jnp.float32)
+        if t is None:
+            out = m.features(x)
+        else:
+            out = m.features(x, jnp.full((x.shape[0],), t, jnp.float32))
+        return out.reshape(out.shape[0], -1)
+
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover - flax is a dependency
+        nnx = None
+    if nnx is not None and isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def run(state, images):
+            m = nnx.merge(graphdef, state)
+            if eval_mode:
+                m.eval()
+            return call(m, images)
+
+        return lambda images: run(state, images)
+    return lambda images: call(model, images)
+
+
+def compute_features(feature_fn: FeatureFn, images: Float[Array, "n ..."], *,
+                     batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """Applies ``feature_fn`` to ``images`` in batches (the last batch padded, so one compile)
+    and returns ``[n, d]`` float32 host features."""
+    if not callable(feature_fn):
+        raise ValueError(f"feature_fn: expected a callable, got {type(feature_fn).__name__}")
+    _checks.check_positive_int("batch_size", batch_size)
+    x = np.asarray(images)
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"images: expected a non-empty batch [n, ...], got shape {x.shape}")
+    n = x.shape[0]
+    bs = min(batch_size, n)
+    starts = range(0, n, bs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="features", unit="batch")
+    out = []
+    for s in starts:
+        part = x[s:s + bs]
+        m = part.shape[0]
+        if m < bs:
+            part = np.concatenate([part, np.repeat(part[-1:], bs - m, axis=0)])
+        f = np.asarray(feature_fn(jnp.asarray(part)), np.float32)
+        if f.ndim != 2 or f.shape[0] != bs:
+            raise ValueError(f"feature_fn: expected features [batch, d] for a batch of {bs}, got "
+                             f"shape {f.shape}")
+        out.append(f[:m])
+    return np.concatenate(out)
+
+
+def get_feature_fn(name: str, model: Any = None, *, t: float | None = None) -> FeatureFn:
+    """Feature function by name: ``"pixels"`` or ``"classifier"`` (needs ``model``)."""
+    _checks.check_choice("name", name, ("pixels", "classifier"))
+    if name == "pixels":
+        return pixels
+    if model is None:
+        raise ValueError("model: expected a classifier for features 'classifier', got None")
+    return classifier_features(model, t=t)

@@ -1,0 +1,42 @@
+r"""``python -m memjax.scripts.side``: SIDE data extraction from an unconditional model (paper 001).
+
+    python -m memjax.scripts.side --config=configs/digits_side.py --workdir=/tmp/side
+    python -m memjax.scripts.side --config=configs/digits_side.py \
+        --config.target_workdir=/tmp/train_digits --workdir=/tmp/side
+
+Trains (or restores) the target model, the normal classifier / k-means pseudo-labels and the
+time-dependent classifier, then runs the guided lambda sweep; writes ``results.csv``,
+``results.md``, ``ams_ums_vs_lambda.png`` and ``extracted.png`` under ``--workdir``. Every
+stage and every finished lambda is cached there, so running the same command again resumes.
+See :mod:`memjax.side`.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "SIDE config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage and the report.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from memjax import parallel, side
+
+    parallel.initialize()
+    config, workdir = _CONFIG.value, _WORKDIR.value
+    side.validate_config(config)
+    trained = side.load_target(config.target_workdir, config.get("target"), workdir)
+    summary = side.run(config, workdir, trained=trained)
+    print(open(f"{workdir}/results.md").read() if summary.get("lambdas_done") else summary)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
