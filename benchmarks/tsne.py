@@ -32,7 +32,8 @@ import time
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000])
-    p.add_argument("--threads", type=int, default=1, help="1: single thread everywhere; 0: defaults")
+    p.add_argument("--threads", type=int, default=1,
+                   help="1: single thread everywhere; 0: library defaults")
     p.add_argument("--sklearn-exact-max", type=int, default=2000)
     p.add_argument("--out", default=None, help="markdown file to write (printed anyway)")
     return p.parse_args()
@@ -135,7 +136,8 @@ def main():
         f"- Versions: Python {platform.python_version()}, jax {jax.__version__}, "
         f"scikit-learn {sklearn.__version__}, openTSNE {openTSNE.__version__}, "
         f"numpy {np.__version__}",
-        f"- Threads: {'1 per method (XLA, OpenMP, BLAS pinned; openTSNE n_jobs=1)' if ARGS.threads == 1 else 'library defaults'}",
+        "- Threads: " + ("1 per method (XLA, OpenMP, BLAS pinned; openTSNE n_jobs=1)"
+                         if ARGS.threads == 1 else "library defaults"),
         f"- Load: the 2 cores are shared with other jobs; 1-minute load average "
         f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run, so absolute "
         f"times are inflated and noisy; trustworthiness is not affected.",

@@ -140,7 +140,7 @@ def nested_axes(key: PRNGKeyArray, num_axes: int, shape: tuple[int, ...],
     this order and returns exactly these (unit) rows.
     """
     d = int(np.prod(shape))
-    a = jax.random.normal(key, (d, num_axes), dtype)
+    a = jax.random.normal(key, (num_axes, d), dtype).T
     q, r = jnp.linalg.qr(a, mode="reduced")
     q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
     scale = 1.0 - 1e-3 * jnp.arange(num_axes, dtype=dtype)
@@ -365,13 +365,21 @@ def restore_trained(train_config, checkpoint_dir: str, dataset, *, step: int | N
         optimizer = training.make_optimizer(tc.optim, tc.training.num_steps)
         template = jax.eval_shape(lambda p, o: training.init_state(p, o, optimizer), params,
                                   other)
-        state = ck.restore(step, template)
+        state = ck.restore(step, jax.tree.map(_concrete_key, template))
     finally:
         ck.close()
     model = training.merge_model(graphdef, state["ema"], state["other"])
     model.eval()
     return training.Trained(model=model, config=tc, sde=training.make_sde(tc), dataset=dataset,
                             step=int(step))
+
+
+def _concrete_key(a):
+    """PRNG-key leaves of an abstract template become real keys (the restore reads their
+    shape from ``jax.random.key_data``); every other leaf stays abstract."""
+    if isinstance(a, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return jnp.broadcast_to(jax.random.key(0), a.shape)
+    return a
 
 
 def _restore_workdir(workdir: str, step=None):

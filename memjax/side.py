@@ -302,6 +302,7 @@ def default_config() -> ml_collections.ConfigDict:
       seed: seeds every stage.
       target_workdir: training workdir of the target model (:func:`memjax.training.load_trained`).
         Empty: the script trains ``target`` (a training config) under ``workdir/target``.
+      target_step: checkpoint step of the target to use (0: the latest).
       labels: ``"original"`` (a normal classifier on the training labels; "OL") or ``"kmeans"``.
       num_clusters: K for k-means (paper: 100).
       kmeans_features: ``"pixels"`` or ``"classifier"`` (the normal classifier's penultimate
@@ -322,6 +323,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.target_workdir = ""
+    c.target_step = 0
     c.labels = "original"
     c.num_clusters = 10
     c.kmeans_features = "pixels"
@@ -424,6 +426,13 @@ def _restore_model(model, directory) -> bool:
     return True
 
 
+def band_order(bands) -> list:
+    """Band names with ``low``, ``mid``, ``high`` first in that order (the paper's), then the rest."""
+    names = list(bands.keys())
+    std = [b for b in ("low", "mid", "high") if b in names]
+    return std + [b for b in names if b not in std]
+
+
 def band_objects(bands) -> dict:
     """Config bands ``name -> (lo, hi)`` as half-open :class:`~memjax.metrics.memorization.Band`."""
     from memjax.metrics import memorization as mem
@@ -461,7 +470,7 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
     if trained is None:
         if not config.target_workdir:
             raise ValueError("target_workdir: expected the training workdir of the target model")
-        trained = training.load_trained(config.target_workdir)
+        trained = training.load_trained(config.target_workdir, step=int(config.target_step) or None)
     sde, ds = trained.sde, trained.dataset
     train_images = np.asarray(ds.train, np.float32)
     shape = tuple(train_images.shape[1:])
@@ -635,7 +644,7 @@ def write_report(rows: list, workdir: str, config, train_images: np.ndarray) -> 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    bands = list(config.metrics.bands.keys())
+    bands = band_order(config.metrics.bands)
     csv, md = results_table(rows, bands)
     rows = sorted(rows, key=lambda r: r["lambda"])
     base = next((r for r in rows if r["lambda"] == 0), None)
@@ -672,7 +681,7 @@ def write_report(rows: list, workdir: str, config, train_images: np.ndarray) -> 
     plt.close(fig)
 
     # extraction grid: the closest generated images of the best lambda over their neighbours
-    first_band = bands[0] if bands else None
+    first_band = "high" if "high" in bands else (bands[0] if bands else None)
     best = best_lambda(rows, first_band) if first_band else {}
     lam = best.get("lambda", rows[-1]["lambda"])
     npz = os.path.join(workdir, "lambdas", lambda_tag(lam) + ".npz")
@@ -704,20 +713,21 @@ def _pair_grid(gen, nn, path, title):
 
 
 # -- the target model -------------------------------------------------------------------------------
-def load_target(target_workdir: str, train_config, workdir: str):
+def load_target(target_workdir: str, train_config, workdir: str, step: int = 0):
     """The target diffusion model: ``load_trained(target_workdir)``, or (``target_workdir`` empty)
     train ``train_config`` under ``workdir/target`` first (resuming an interrupted training)."""
     from memjax import training
 
+    step = int(step) or None
     if target_workdir:
-        return training.load_trained(target_workdir)
+        return training.load_trained(target_workdir, step=step)
     if train_config is None:
         raise ValueError("target_workdir: expected a training workdir, or a training config "
                          "(config.target) to train one")
     tdir = os.path.join(workdir, "target")
     if not _training_done(tdir, train_config):
         training.train(train_config, tdir)
-    return training.load_trained(tdir)
+    return training.load_trained(tdir, step=step)
 
 
 def _training_done(tdir, train_config) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.spatial import Delaunay
+from scipy.spatial import ConvexHull, Delaunay
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
@@ -109,6 +109,30 @@ def test_separate_embeddings_as_algorithm_1_reads():
     np.testing.assert_array_equal(np.asarray(res.diverse), outside)
 
 
+def test_tsne_hull_with_identity_embedding_is_the_planar_hull_test():
+    """With embed_fn = identity on 2-D features the method is exactly SciPy's hull test, except
+    that points on the boundary (vertices, edge midpoints) count as diverse."""
+    rng = np.random.default_rng(2)
+    real = rng.integers(-20, 21, size=(200, 2)).astype(np.float32)
+    corners = real[ConvexHull(real.astype(np.float64)).vertices]
+    boundary = np.concatenate([corners, (corners + np.roll(corners, -1, 0)) / 2])
+    gen = np.concatenate([rng.integers(-25, 26, size=(300, 2)), real[:20], boundary])
+    gen = gen.astype(np.float32)
+    res = tsne_hull(real, gen, embed_fn=lambda x: x)
+    ref = Delaunay(real.astype(np.float64)).find_simplex(gen.astype(np.float64)) < 0
+    is_boundary = np.zeros(len(gen), bool)
+    is_boundary[-len(boundary):] = True
+    assert not ref[is_boundary].any()                        # SciPy: boundary is inside
+    expected = ref | is_boundary
+    # any other disagreement must be a random lattice point lying exactly on an edge
+    for g in gen[np.asarray(res.diverse) != expected]:
+        assert any((b - a)[0] * (g - a)[1] - (b - a)[1] * (g - a)[0] == 0
+                   and np.all(g >= np.minimum(a, b)) and np.all(g <= np.maximum(a, b))
+                   for a, b in zip(corners, np.roll(corners, -1, 0)))
+    assert np.asarray(res.diverse)[is_boundary].all()
+    np.testing.assert_array_equal(np.asarray(res.real_embedding), real)
+
+
 @pytest.mark.slow
 def test_tsne_hull_on_digits_few_in_distribution():
     """Joint t-SNE of 1,200 real + 597 held-out digits: measured 12 of 597 outside the hull."""
@@ -134,6 +158,9 @@ def test_tsne_hull_on_digits_few_in_distribution():
     (dict(perplexity=50.0), "perplexity"),
     (dict(num_components=3), "num_components"),
     (dict(init="random"), "key"),
+    (dict(embed_fn=lambda x: x[:, :3]), "embed_fn"),
+    (dict(embed_fn="tsne"), "embed_fn"),
+    (dict(embed_fn=lambda x: x[:, :2], init="random"), "tsne_options"),
 ])
 def test_bad_input_raises_before_compiling(kwargs, match):
     kwargs = dict(kwargs)

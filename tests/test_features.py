@@ -94,3 +94,20 @@ def test_copies_are_nearest_in_classifier_feature_space():
     np.testing.assert_array_equal(np.asarray(i)[:3, 0], [4, 100, 250])
     np.testing.assert_allclose(np.asarray(d)[:3, 0], 0.0, atol=1e-6)
     assert np.all(np.asarray(d)[3:, 0] > 0)
+
+
+@pytest.mark.slow
+def test_digits_classifier_features_train_cache_and_shapes(tmp_path):
+    from memjax.metrics.features import digits_classifier_features
+
+    x = load_digits()[:40]
+    fn = digits_classifier_features(workdir=str(tmp_path), num_steps=30, width=8)
+    assert fn.accuracy > 0.3                                   # well above chance (0.1)
+    again = digits_classifier_features(workdir=str(tmp_path), num_steps=30, width=8)
+    assert again.accuracy == fn.accuracy                       # loaded from the cache
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(fn(x)))
+    assert np.asarray(fn(x)).shape == (40, 16)
+    # images padded to 16x16 RGB: a classifier of that shape
+    big = np.zeros((3, 16, 16, 3), np.float32)
+    fn16 = digits_classifier_features(train=big, num_steps=2, width=8)
+    assert np.asarray(fn16(big)).shape == (3, 16)

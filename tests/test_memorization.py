@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from memjax.data import load_digits
-from memjax.metrics.memorization import (BANDS, Band, ams_ums, best_match, extracted,
-                                         nearest_neighbours, normalized_l2, similarity_fractions,
-                                         similarity_summary)
+from memjax.metrics.memorization import (BANDS, Band, ams_ums, ams_ums_from_best, best_match,
+                                         extracted, nearest_neighbours, normalized_l2,
+                                         similarity_fractions, similarity_summary)
 
 
 def brute_force(q, r, k, metric):
@@ -269,3 +269,17 @@ def test_similarity_fractions_and_summary_match_numpy():
         similarity_summary(s, top_fractions=[1.5])
     with pytest.raises(ValueError, match="best_similarity"):
         similarity_fractions(s[None], th)
+
+
+def test_ams_ums_from_best_equals_ams_ums():
+    gen, train, _, _ = copies_of_digits()
+    best, idx = best_match(gen, train, measure="normalized_l2")
+    for band in list(BANDS["normalized_l2"].values()) + [Band(0.0, 1.0, "left")]:
+        a = ams_ums(gen, train, band=band, measure="normalized_l2")
+        b = ams_ums_from_best(best, idx, train.shape[0], band=band)
+        assert float(a.ams) == float(b.ams) and float(a.ums) == float(b.ums)
+        np.testing.assert_array_equal(np.asarray(a.matched), np.asarray(b.matched))
+    res = ams_ums_from_best(best, idx, train.shape[0], band=(0.0, 0.3))
+    assert float(res.ams) == pytest.approx(12 / 24) and float(res.ums) == pytest.approx(11 / 24)
+    with pytest.raises(ValueError, match="index"):
+        ams_ums_from_best(best, np.asarray(idx)[:3], train.shape[0], band=(0.0, 0.3))

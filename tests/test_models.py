@@ -41,10 +41,12 @@ def _leaves(state):
 # -- U-Net ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size,kw", [
     (8, dict(attn_resolutions=(4,), embedding="fourier", num_classes=3)),
-    (16, dict(attn_resolutions=(8,))),
+    pytest.param(16, dict(attn_resolutions=(8,)), marks=pytest.mark.slow),
     (28, dict(channel_mults=(1, 1, 1, 1), attn_resolutions=(8,), channels=1)),  # padded to 32
-    (32, dict(channels=3, attn_resolutions=(16,), parameterization="x0")),
-    (64, dict(channels=3, channel_mults=(1, 2, 2), attn_resolutions=(16,))),
+    pytest.param(32, dict(channels=3, attn_resolutions=(16,), parameterization="x0"),
+                 marks=pytest.mark.slow),
+    pytest.param(64, dict(channels=3, channel_mults=(1, 2, 2), attn_resolutions=(16,)),
+                 marks=pytest.mark.slow),
 ])
 def test_unet_shapes_and_gradients(size, kw):
     model = tiny_unet(size, **kw)
@@ -90,7 +92,6 @@ def test_unet_dropout_on_in_train_off_in_eval():
     model.eval()
     e1, e2 = _apply(model, x, t, None, k1), _apply(model, x, t, None, k2)
     np.testing.assert_array_equal(np.asarray(e1), np.asarray(e2))
-    np.testing.assert_array_equal(np.asarray(e1), np.asarray(_apply(model, x, t, None, None)))
     model.train()
     a1, a2, a1b = (_apply(model, x, t, None, k) for k in (k1, k2, k1))
     assert not np.allclose(np.asarray(a1), np.asarray(a2))
@@ -206,7 +207,11 @@ def _resnet_out_grads(model, x, t):
 
 
 @pytest.mark.parametrize("time_dependent", [False, True])
-@pytest.mark.parametrize("size,stem", [(8, "cifar"), (32, "cifar"), (64, "imagenet")])
+@pytest.mark.parametrize("size,stem", [
+    (8, "cifar"),
+    pytest.param(32, "cifar", marks=pytest.mark.slow),
+    pytest.param(64, "imagenet", marks=pytest.mark.slow),
+])
 def test_resnet_shapes_and_gradients(time_dependent, size, stem):
     model = tiny_resnet(time_dependent, stem=stem)
     model.train()

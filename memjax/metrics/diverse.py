@@ -43,7 +43,7 @@ regions); k = 3 to 5 is usual. Exact: :math:`O((n + m)\, n\, d)` time, memory
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +102,9 @@ def _check_bool(name, value):
 
 def tsne_hull(real_features: Float[Array, "n ..."], generated_features: Float[Array, "m ..."], *,
               key: PRNGKeyArray | None = None, joint: bool = True, perplexity: float = 30.0,
-              num_iters: int = 1000, strict: bool = True, **tsne_options: Any) -> TsneHull:
+              num_iters: int = 1000, strict: bool = True,
+              embed_fn: Callable[[Array], Array] | None = None,
+              **tsne_options: Any) -> TsneHull:
     """Paper 003's diverse samples: t-SNE, convex hull of the real points, containment.
 
     Args:
@@ -113,6 +115,11 @@ def tsne_hull(real_features: Float[Array, "n ..."], generated_features: Float[Ar
         as written): separate embeddings of the two sets.
       perplexity, num_iters, **tsne_options: passed to :func:`memjax.metrics.tsne.tsne`.
       strict: boundary points count as outside (diverse), as in the public code.
+      embed_fn: optional replacement for memjax's exact t-SNE, ``[N, d] -> [N, 2]``, e.g.
+        ``lambda x: sklearn.manifold.TSNE().fit_transform(np.asarray(x))`` for the public
+        code's own embedding (scikit-learn's Barnes-Hut t-SNE), or openTSNE for tens of
+        thousands of points (the exact t-SNE needs a few ``(n + m)^2`` arrays). Called
+        outside ``jit``.
 
     Returns:
       :class:`TsneHull` with the ``[m]`` diverse mask, both embeddings and the real hull.
@@ -125,20 +132,34 @@ def tsne_hull(real_features: Float[Array, "n ..."], generated_features: Float[Ar
         raise ValueError(f"num_components: expected 2 for a planar hull, got "
                          f"{tsne_options['num_components']!r}")
     tsne_options = dict(tsne_options, num_components=2)
+    if embed_fn is not None:
+        if not callable(embed_fn):
+            raise ValueError(f"embed_fn: expected a callable [N, d] -> [N, 2], got {embed_fn!r}")
+        if len(tsne_options) > 1:
+            raise ValueError(f"tsne_options: not used with embed_fn, got {sorted(tsne_options)}")
+
+        def embed(x, _):
+            y = _checks.as_array("embed_fn output", embed_fn(x), ndim=2)
+            if y.shape != (x.shape[0], 2):
+                raise ValueError(f"embed_fn: expected an output of shape {(x.shape[0], 2)}, "
+                                 f"got {y.shape}")
+            return y
+    else:
+        def embed(x, k):
+            return tsne(x, perplexity=perplexity, num_iters=num_iters, key=k, **tsne_options)
+
     if joint:
-        emb = tsne(jnp.concatenate([real, gen]), perplexity=perplexity, num_iters=num_iters,
-                   key=key, **tsne_options)
+        emb = embed(jnp.concatenate([real, gen]), key)
         emb_real, emb_gen = emb[:n], emb[n:]
     else:
-        for name, size in (("real_features", n), ("generated_features", m)):
-            if not perplexity < size:
-                raise ValueError(f"{name}: with joint=False each set is embedded alone and needs "
-                                 f"more than perplexity = {perplexity!r} rows, got {size}")
+        if embed_fn is None:
+            for name, size in (("real_features", n), ("generated_features", m)):
+                if not perplexity < size:
+                    raise ValueError(f"{name}: with joint=False each set is embedded alone and "
+                                     f"needs more than perplexity = {perplexity!r} rows, got "
+                                     f"{size}")
         k_real, k_gen = (None, None) if key is None else jax.random.split(key)
-        emb_real = tsne(real, perplexity=perplexity, num_iters=num_iters, key=k_real,
-                        **tsne_options)
-        emb_gen = tsne(gen, perplexity=perplexity, num_iters=num_iters, key=k_gen,
-                       **tsne_options)
+        emb_real, emb_gen = embed(real, k_real), embed(gen, k_gen)
     hull = _convex_hull(emb_real)
     diverse = ~_in_hull(emb_gen, hull, bool(strict))
     return TsneHull(diverse=diverse, real_embedding=emb_real, generated_embedding=emb_gen,

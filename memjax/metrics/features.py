@@ -12,6 +12,8 @@ training set. Built in:
   CIFAR-10; Carlini et al.'s criterion is defined there).
 * :func:`classifier_features` -- the penultimate layer of a memjax classifier
   (:class:`memjax.models.ResNet`, or any object with a ``features(x[, t])`` method).
+* :func:`digits_classifier_features` -- a small ResNet trained on the embedded digits (cached),
+  the offline stand-in for the papers' deep features.
 * :func:`l2_normalized` -- wraps a feature function so that rows have unit norm (then the
   inner product paper 002 reports *is* the cosine similarity).
 
@@ -54,8 +56,8 @@ from jaxtyping import Array, Float
 
 from memjax import _checks
 
-__all__ = ["FeatureFn", "classifier_features", "compute_features", "l2_normalized", "pixels",
-           "get_feature_fn"]
+__all__ = ["FeatureFn", "classifier_features", "compute_features", "digits_classifier_features",
+           "get_feature_fn", "l2_normalized", "pixels"]
 
 FeatureFn = Callable[[Float[Array, "b h w c"]], Float[Array, "b d"]]
 
@@ -168,3 +170,100 @@ def get_feature_fn(name: str, model: Any = None, *, t: float | None = None) -> F
     if model is None:
         raise ValueError("model: expected a classifier for features 'classifier', got None")
     return classifier_features(model, t=t)
+
+
+# -- a small classifier of the embedded digits -----------------------------------------------------
+def _digits_like(shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 labelled digits, brought to ``shape = (H, W, C)`` (padding with background -1
+    when larger than 8x8, bilinear resizing when smaller, grey tiled to RGB)."""
+    from memjax.data import load_digits, transform_images
+
+    x, y = load_digits(return_labels=True)
+    h, w, c = shape
+    if h != w or c not in (1, 3):
+        raise ValueError(f"train: expected square images with 1 or 3 channels, got {shape}")
+    if h != 8:
+        x = transform_images(x, image_size=h, resize_method="pad" if h > 8 else "bilinear")
+    if c == 3:
+        x = np.repeat(x, 3, axis=-1)
+    return np.asarray(x, np.float32), y
+
+
+def digits_classifier_features(*, train: Any = None, workdir: str | None = None, seed: int = 0,
+                               num_steps: int = 150, batch_size: int = 128, width: int = 16,
+                               learning_rate: float = 2e-3) -> FeatureFn:
+    """Penultimate features of a small :class:`memjax.models.ResNet` trained on the labelled
+    digits (all 1,797, shaped like ``train``'s images), cached under ``workdir``.
+
+    A stand-in for the deep features of the papers (paper 003: SqueezeNet class scores) on the
+    embedded data: it runs offline on a CPU in well under a minute. The classifier sees every
+    digit with its label (it is a feature extractor, not the model under audit). With
+    ``workdir`` the trained parameters go to ``workdir/digits_classifier.npz`` and later calls
+    load them (same ``seed``, ``width`` and image shape) instead of training again.
+
+    Returns:
+      ``feature_fn(images [b, H, W, C]) -> [b, 2 * width]``; its ``.accuracy`` attribute holds
+      the training accuracy.
+    """
+    import os
+
+    import optax
+    from flax import nnx
+
+    from memjax.models import ResNet
+
+    _checks.check_positive_int("num_steps", num_steps)
+    _checks.check_positive_int("batch_size", batch_size)
+    _checks.check_positive_int("width", width)
+    shape = (8, 8, 1) if train is None else tuple(np.shape(train)[1:])
+    if len(shape) != 3:
+        raise ValueError(f"train: expected images [n, H, W, C], got shape {np.shape(train)}")
+    x, y = _digits_like(shape)
+    model = ResNet(num_classes=10, in_channels=shape[-1], stage_sizes=(1, 1), width=width,
+                   rngs=nnx.Rngs(seed))
+    tag = f"seed={seed},width={width},shape={shape},steps={num_steps}"
+    path = None if workdir is None else os.path.join(workdir, "digits_classifier.npz")
+    graphdef, state = nnx.split(model)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    accuracy = None
+    if path is not None and os.path.isfile(path):
+        with np.load(path) as f:
+            if str(f["tag"]) == tag and len(f.files) - 2 == len(leaves):
+                leaves = [jnp.asarray(f[f"leaf_{i}"]) for i in range(len(leaves))]
+                accuracy = float(f["accuracy"])
+        if accuracy is not None:
+            model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
+    if accuracy is None:
+        model.train()
+        opt = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
+
+        def loss_fn(m, xb, yb):
+            logits = m(xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        @nnx.jit
+        def step(m, o, xb, yb):
+            loss, grads = nnx.value_and_grad(loss_fn)(m, xb, yb)
+            o.update(m, grads)
+            return loss
+
+        rng = np.random.default_rng(seed)
+        bs = min(batch_size, len(x))
+        for _ in range(num_steps):
+            idx = rng.choice(len(x), bs, replace=False)
+            step(model, opt, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
+        model.eval()
+        eval_fn = nnx.jit(lambda m, xb: jnp.argmax(m(xb), axis=-1))
+        pred = np.concatenate([np.asarray(eval_fn(model, jnp.asarray(x[s:s + 512])))
+                               for s in range(0, len(x), 512)])
+        accuracy = float(np.mean(pred == y))
+        if path is not None:
+            os.makedirs(workdir, exist_ok=True)
+            leaves = jax.tree_util.tree_leaves(nnx.state(model))
+            tmp = f"{path}.tmp-{os.getpid()}.npz"
+            np.savez(tmp, tag=np.asarray(tag), accuracy=np.asarray(accuracy),
+                     **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
+            os.replace(tmp, path)
+    fn = classifier_features(model)
+    fn.accuracy = accuracy
+    return fn

@@ -66,7 +66,8 @@ from jaxtyping import Array, Bool, Float, Int
 from memjax import _checks, parallel
 
 __all__ = [
-    "BANDS", "Band", "AmsUms", "NormalizedL2", "SimilaritySummary", "ams_ums", "best_match",
+    "BANDS", "Band", "AmsUms", "NormalizedL2", "SimilaritySummary", "ams_ums",
+    "ams_ums_from_best", "best_match",
     "extracted", "nearest_neighbours", "normalized_l2", "similarity_fractions",
     "similarity_summary",
 ]
@@ -165,7 +166,8 @@ def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
                 return jnp.sum(jnp.square(qc - r), axis=1)
             dot = jnp.sum(qc * r, axis=1)
             den = qn * rnorm[j]
-            return jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
+            cos = jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
+            return jnp.clip(cos, -1.0, 1.0)                   # copies may round to 1 + ulp
 
         exact = jax.lax.map(rescore, cand.T).T               # [qblock, c]
         key = exact if metric == "l2" else -exact
@@ -178,6 +180,13 @@ def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
     chunks = q.reshape(-1, qblock, d)
     vals, idx = jax.lax.map(one_chunk, chunks)
     return vals.reshape(-1, k), idx.reshape(-1, k)
+
+
+def _balanced(total: int, most: int) -> int:
+    """The smallest block size that covers ``total`` in as few blocks of at most ``most`` as
+    possible (so padding wastes less than one block: 10,000 in 2,048s -> 5 blocks of 2,000)."""
+    num = -(-total // max(1, min(most, total)))
+    return -(-total // num)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "c", "metric", "block", "qblock", "mesh"))
@@ -209,9 +218,10 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
       k: neighbours per query, ``1 <= k <= n``.
       metric: ``"l2"``: Euclidean distance ``||a - b||_2``, ascending; ``"cosine"``:
         ``a.b / (||a|| ||b||)``, descending (a zero vector has similarity 0 to everything).
-      block_size: references per block (default ``min(n, 2048)``); memory is
-        ``O(query_block_size * block_size)`` per device.
-      query_block_size: queries per device per step (default ``min(1024, ceil(m / devices))``).
+      block_size: at most this many references per block (default 2048; blocks are balanced
+        and rounded up to a multiple of 16); memory is ``O(query_block_size * block_size)``
+        per device.
+      query_block_size: at most this many queries per device per step (default 1024).
       num_candidates: best matmul-form matches kept for exact re-scoring (default
         ``min(n, k + 8)``); see the module docstring.
       mesh: the device mesh queries are split over (default: all devices).
@@ -234,11 +244,10 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
     mesh = parallel.data_mesh() if mesh is None else mesh
     ndev = mesh.devices.size
     c = min(n, k + 8 if num_candidates is None else num_candidates)
-    block = min(n, 2048) if block_size is None else min(block_size, n)
+    block = _balanced(n, 2048 if block_size is None else block_size)
     if block >= _GROUP:                  # a multiple of the group size (refs are padded anyway)
         block = -(-block // _GROUP) * _GROUP
-    per_dev = -(-m // ndev)
-    qblock = min(per_dev, 1024 if query_block_size is None else query_block_size)
+    qblock = _balanced(-(-m // ndev), 1024 if query_block_size is None else query_block_size)
     return _knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block), qblock=int(qblock),
                 mesh=mesh)
 
@@ -378,21 +387,34 @@ def ams_ums(generated: Float[Array, "m ..."], train: Float[Array, "n ..."], *, b
     g, t = _check_pair(generated, train, "generated", "train")
     best, idx = best_match(g, t, measure=measure, n=n, alpha=alpha, block_size=block_size,
                            mesh=mesh)
-    inside = b.contains(best)
-    num_g = g.shape[0]
-    ams = jnp.mean(inside.astype(jnp.float32))
     if match == "best":
-        matched = jnp.zeros(t.shape[0], bool).at[idx].max(inside)
-    else:
-        scale = None
-        if measure == "normalized_l2":
-            dist, _ = nearest_neighbours(g, t, k=n, metric="l2", block_size=block_size,
-                                         mesh=mesh)
-            scale = alpha * jnp.mean(dist, axis=1)
-        matched = _band_union(g, t, scale, b, measure,
-                              min(t.shape[0], 2048 if block_size is None else block_size))
-    ums = jnp.sum(matched).astype(jnp.float32) / num_g
-    return AmsUms(ams=ams, ums=ums, matched=matched)
+        return ams_ums_from_best(best, idx, t.shape[0], band=b)
+    inside = b.contains(best)
+    scale = None
+    if measure == "normalized_l2":
+        dist, _ = nearest_neighbours(g, t, k=n, metric="l2", block_size=block_size, mesh=mesh)
+        scale = alpha * jnp.mean(dist, axis=1)
+    matched = _band_union(g, t, scale, b, measure,
+                          min(t.shape[0], 2048 if block_size is None else block_size))
+    return AmsUms(ams=jnp.mean(inside.astype(jnp.float32)),
+                  ums=jnp.sum(matched).astype(jnp.float32) / g.shape[0], matched=matched)
+
+
+def ams_ums_from_best(best: Float[Array, " m"], index: Int[Array, " m"], num_train: int, *,
+                      band) -> AmsUms:
+    """AMS / UMS (``match="best"``) from precomputed best values and indices (e.g. from
+    :func:`best_match`), so that several bands cost one nearest-neighbour search."""
+    b = _as_band(band)
+    _checks.check_positive_int("num_train", num_train)
+    best = _checks.as_array("best", best, ndim=1)
+    index = jnp.asarray(index)
+    if index.shape != best.shape or not jnp.issubdtype(index.dtype, jnp.integer):
+        raise ValueError(f"index: expected integer indices of shape {best.shape}, got "
+                         f"{index.dtype}{tuple(index.shape)}")
+    inside = b.contains(best)
+    matched = jnp.zeros(num_train, bool).at[index].max(inside)
+    return AmsUms(ams=jnp.mean(inside.astype(jnp.float32)),
+                  ums=jnp.sum(matched).astype(jnp.float32) / best.shape[0], matched=matched)
 
 
 @functools.partial(jax.jit, static_argnames=("band", "measure", "block"))

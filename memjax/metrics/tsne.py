@@ -159,7 +159,8 @@ def _embedding_kernel(y: Float[Array, "n c"]) -> Float[Array, "n n"]:
 
 
 def kl_divergence(p: Float[Array, "n n"], y: Float[Array, "n c"]) -> Float[Array, ""]:
-    r""":math:`\mathrm{KL}(P \| Q(Y)) = \sum_{i \ne j} p_{ij} \log(p_{ij} / q_{ij})` (Cauchy kernel)."""
+    r""":math:`\mathrm{KL}(P \| Q(Y)) = \sum_{i \ne j} p_{ij} \log(p_{ij} / q_{ij})`, Cauchy
+    kernel (``p`` from :func:`joint_probabilities`, ``y`` the embedding)."""
     w = _embedding_kernel(y)
     q = jnp.maximum(w / jnp.sum(w), _MACHINE_EPSILON)
     off = ~jnp.eye(p.shape[0], dtype=bool)
@@ -261,8 +262,8 @@ def tsne(x: Float[Array, "n d"], *, perplexity: float = 30.0, num_iters: int = 1
     _check_perplexity(perplexity, n)
     _checks.check_positive_int("num_iters", num_iters)
     _checks.check_positive_int("num_components", num_components)
-    if (isinstance(exaggeration_iters, bool) or not isinstance(exaggeration_iters, (int, np.integer))
-            or exaggeration_iters < 0):
+    if (isinstance(exaggeration_iters, bool)
+            or not isinstance(exaggeration_iters, (int, np.integer)) or exaggeration_iters < 0):
         raise ValueError(f"exaggeration_iters: expected a non-negative integer, got "
                          f"{exaggeration_iters!r}")
     exaggeration_iters = min(int(exaggeration_iters), num_iters)

@@ -29,7 +29,8 @@ def main(argv):
     parallel.initialize()
     config, workdir = _CONFIG.value, _WORKDIR.value
     side.validate_config(config)
-    trained = side.load_target(config.target_workdir, config.get("target"), workdir)
+    trained = side.load_target(config.target_workdir, config.get("target"), workdir,
+                               config.target_step)
     summary = side.run(config, workdir, trained=trained)
     print(open(f"{workdir}/results.md").read() if summary.get("lambdas_done") else summary)
 

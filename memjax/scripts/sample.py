@@ -1,0 +1,43 @@
+r"""``python -m memjax.scripts.sample``: samples of a trained diffusion model.
+
+    python -m memjax.scripts.sample --config=configs/digits_sample.py --workdir=/tmp/samples
+    python -m memjax.scripts.sample --config=configs/digits_sample.py \
+        --config.target_workdir=/tmp/train_digits --config.sampler=sde --config.num_steps=1000 \
+        --workdir=/tmp/samples
+
+Restores (or trains, when ``target_workdir`` is empty) the model, draws the samples in chunks
+(``workdir/samples/chunk_*.npz``; an interrupted run resumes at the first missing chunk) and
+writes ``samples.npz``, ``grid.png``, ``nearest.png`` and ``stats.json``. See
+:func:`memjax.sampling.run_job`.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Sampling config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the samples and the report.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import json
+
+    from memjax import parallel, sampling, side
+
+    parallel.initialize()
+    config, workdir = _CONFIG.value, _WORKDIR.value
+    trained = side.load_target(config.target_workdir, config.get("target"), workdir,
+                               config.target_step)
+    print(json.dumps(sampling.run_job(config, workdir, trained), indent=1))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
