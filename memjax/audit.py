@@ -49,6 +49,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -294,8 +295,8 @@ def cached_arrays(path: str, key: str, compute: Callable[[], dict]) -> tuple[dic
             with np.load(path, allow_pickle=False) as f:
                 if str(f["__key__"]) == key:
                     return {k: f[k] for k in f.files if k != "__key__"}, True
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or stale: recompute
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # unreadable (a truncated write by another tool) or stale: recompute
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     _atomic_savez(path, __key__=np.asarray(key), **arrays)
     return arrays, False
@@ -557,9 +558,10 @@ def _features(name: str, config, images: np.ndarray, train: np.ndarray, workdir:
         return flat(images)
     from memjax.metrics import features as feat  # the classifier-feature extractor
 
-    extractor = feat.digits_classifier_features(train=train, workdir=os.path.join(workdir, "classifier"),
+    extractor = feat.digits_classifier_features(train=train,
+                                                workdir=os.path.join(workdir, "classifier"),
                                                 seed=int(config.seed))
-    return np.asarray(extractor(images), np.float32)
+    return feat.compute_features(extractor, images)
 
 
 def run_audit(config, workdir: str, *, progress: bool = True,
@@ -713,7 +715,7 @@ def build_report(config, subject: Subject, rows: dict, samples, mem, diverse) ->
         "settings_used": {
             "grid_steps": int(ec.grid_steps), "method": ec.method, "accumulate": ec.accumulate,
             "solver": ec.solver, "sigma": float(ec.sigma), "seed": int(config.seed),
-            **{kind: [list(s) for s in rows[kind]] for kind in rows},
+            **{kind: [list(s) for s in sorted(rows[kind])] for kind in rows},
             **{f"{kind}_runs": [list(r) for r in sorted({tuple(v["run"]) for v in rows[kind].values()})]
                for kind in rows}},
     }
@@ -1015,6 +1017,13 @@ def validate_config(config) -> None:
                          "model.checkpoint is set; expected a training config")
     if config.model.workdir and config.model.checkpoint:
         raise ValueError("model.workdir, model.checkpoint: set at most one")
+    if not config.model.workdir:
+        from memjax import training
+
+        try:
+            training.validate_config(config.train)
+        except ValueError as e:
+            raise ValueError(f"train.{e}") from e
     ec = config.ease
     _checks.check_choice("ease.method", ec.method, ("jvp", "finite_difference"))
     _checks.check_choice("ease.accumulate", ec.accumulate, ("qr", "norms"))

@@ -53,14 +53,17 @@ def _check_moments(x, mu, cov, k=5.0):
     np.testing.assert_array_less(np.abs(np.cov(x.T) - cov), k * se_cov)
 
 
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("kwargs", [
-    dict(sampler="sde", num_steps=1000),
-    dict(sampler="ddim", num_steps=500),
-    dict(sampler="ddim", num_steps=500, eta=1.0),
-    dict(sampler="ddim", num_steps=500, eta=0.5),
-    dict(sampler="ode", num_steps=None),
-    dict(sampler="ode", num_steps=64, solver="heun"),
-], ids=["sde", "ddim0", "ddim1", "ddim.5", "ode-adaptive", "ode-heun64"])
+    pytest.param(dict(sampler="sde", num_steps=1000), id="sde"),
+    pytest.param(dict(sampler="ddim", num_steps=500), id="ddim0"),
+    pytest.param(dict(sampler="ddim", num_steps=500, eta=1.0), id="ddim1", marks=SLOW),
+    pytest.param(dict(sampler="ddim", num_steps=500, eta=0.5), id="ddim.5", marks=SLOW),
+    pytest.param(dict(sampler="ode", num_steps=None), id="ode-adaptive", marks=SLOW),
+    pytest.param(dict(sampler="ode", num_steps=64, solver="heun"), id="ode-heun64"),
+])
 def test_gaussian_moments(kwargs):
     g = scores.gaussian(MU, COV, SDE)
     x = sampling.sample(g, SDE, jax.random.key(0), 8000, (2,), **kwargs)
@@ -100,6 +103,7 @@ def test_seeded_and_batch_independent():
     np.testing.assert_allclose(a, d, atol=1e-6)
 
 
+@SLOW
 def test_eight_devices_match_one(on_devices):
     code = """
     import json, jax, jax.numpy as jnp, numpy as np
@@ -152,7 +156,8 @@ def _fraction_plus(score_fn, sampler, n=4000, y=1, key=2):
     return float(np.mean(x[:, 0] > 0))
 
 
-@pytest.mark.parametrize("sampler", ["sde", "ddim", "ode"])
+@pytest.mark.parametrize("sampler", ["sde", pytest.param("ddim", marks=SLOW),
+                                     pytest.param("ode", marks=SLOW)])
 @pytest.mark.parametrize("lam", [0.0, 1.0, 8.0])
 def test_power_prior_class_proportions(sampler, lam):
     """The paper's per-time rule (eq. 12) at lambda = 0, 1 (exact) and 8 (both ~ 1)."""
@@ -163,6 +168,7 @@ def test_power_prior_class_proportions(sampler, lam):
     assert abs(f - p) < 5 * se, (f, p)
 
 
+@SLOW
 def test_exact_power_prior_via_h_transform():
     """lambda = 3 through the exact tilt log E[p_0(y|x_0)^lam | x_t] (a log_prob classifier)."""
     lam = 3.0
@@ -235,7 +241,6 @@ def test_bad_inputs_raise_before_compiling():
 
 def test_guided_bad_inputs_raise_before_compiling(monkeypatch):
     compiled = []
-    real_jit = jax.jit
 
     g3 = sampling.classifier_guidance(mixture_score, lambda x, t: jnp.zeros(3), num_classes=2)
     smp = sampling.make_sampler(g3, SDE, (1,), sampler="sde", num_steps=10)
@@ -252,4 +257,3 @@ def test_guided_bad_inputs_raise_before_compiling(monkeypatch):
     with pytest.raises(ValueError, match="leading axis"):
         smp(jax.random.key(0), 4, np.ones(3, np.int32))
     assert not compiled
-    del real_jit

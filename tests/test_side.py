@@ -74,6 +74,7 @@ def test_kmeans_bad_inputs():
 
 
 # -- classifiers and TDKD on real digits ---------------------------------------------------------
+@pytest.mark.slow
 def test_tdkd_reduces_heldout_kl():
     """A normal classifier on digits (original labels), then TDKD onto a time-dependent one:
     the KL of eq. 13 on held-out images at fixed noisy draws drops during training."""
