@@ -660,6 +660,8 @@ def run_audit(config, workdir: str, *, progress: bool = True,
         mem, reused = cached_arrays(os.path.join(cache, "memorization.npz"),
                                     fingerprint(fingerprint(samples), data_id, margs), memo)
         timings["memorization"] = "cached" if reused else round(time.perf_counter() - t0, 2)
+        log(f"[memorization] nearest training images of {len(samples)} samples and "
+            f"{len(heldout)} held-out images: {timings['memorization']}")
 
     # -- diverse samples ------------------------------------------------------------------------------
     dc = config.diverse
@@ -686,6 +688,7 @@ def run_audit(config, workdir: str, *, progress: bool = True,
             os.path.join(cache, "diverse.npz"),
             fingerprint(fingerprint(samples), data_id, dc.to_dict(), int(config.seed)), div)
         timings["diverse"] = "cached" if reused else round(time.perf_counter() - t0, 2)
+        log(f"[diverse] {dc.method} in {dc.features} features: {timings['diverse']}")
 
     # -- report --------------------------------------------------------------------------------------
     t0 = time.perf_counter()

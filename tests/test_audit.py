@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -344,11 +345,14 @@ def test_tiny_audit_end_to_end_then_reuse_then_resume_after_kill(tmp_path):
     proc = _run_script(cfg_file, wd)
     out2, _ = proc.communicate(timeout=1200)
     assert proc.returncode == 0, out2[-3000:]
-    assert out2.count("cached") >= 5 and "[model] training" not in out2
+    assert sum(": cached" in line for line in out2.splitlines()) == 6
+    assert "[model] training" not in out2
     assert json.loads((wd / "report.json").read_text()) == report
 
-    # killed mid-way (after the first volume-growth run), it resumes to the same report
+    # killed mid-way (after the first volume-growth run), it resumes to the same report. The
+    # trained model is copied over (resuming training itself is tests/test_training.py's job).
     wd2 = tmp_path / "b"
+    shutil.copytree(wd / "model", wd2 / "model")
     proc = _run_script(cfg_file, wd2)
     deadline = time.time() + 1200
     while time.time() < deadline and proc.poll() is None:
@@ -362,6 +366,6 @@ def test_tiny_audit_end_to_end_then_reuse_then_resume_after_kill(tmp_path):
     proc = _run_script(cfg_file, wd2)
     out3, _ = proc.communicate(timeout=1200)
     assert proc.returncode == 0, out3[-3000:]
-    assert "cached" in out3
+    assert sum(": cached" in line for line in out3.splitlines()) >= 1
     r2 = json.loads((wd2 / "report.json").read_text())
     assert r2 == report

@@ -1,6 +1,7 @@
 """ease_of_reproduction gives the same numbers on 1 and on 8 (simulated CPU) devices."""
 
 import numpy as np
+import pytest
 
 _CODE = """
 import json
@@ -24,6 +25,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_ease_of_reproduction_same_on_1_and_8_devices(on_devices):
     one = on_devices(_CODE, num_devices=1)
     eight = on_devices(_CODE, num_devices=8)

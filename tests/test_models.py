@@ -295,9 +295,11 @@ def test_time_dependent_resnet_uses_time():
 
 
 def test_resnet_depths_and_validation():
-    r18 = resnet18(num_classes=10, width=4, rngs=nnx.Rngs(0))
-    r34 = resnet34(num_classes=10, width=4, time_dependent=True, time_embed_dim=8,
-                   rngs=nnx.Rngs(0))
+    # abstract construction (shapes only): no initialiser runs
+    r18 = nnx.eval_shape(lambda: resnet18(num_classes=10, width=4, rngs=nnx.Rngs(0)))
+    r34 = nnx.eval_shape(lambda: resnet34(num_classes=10, width=4, time_dependent=True,
+                                          time_embed_dim=8, rngs=nnx.Rngs(0)))
+    assert r34.blocks[-1].conv2.kernel.shape == (3, 3, 32, 32)
     count = lambda m, cls: sum(isinstance(x, cls) for _, x in nnx.iter_modules(m))  # noqa: E731
     assert count(r18, layers.BasicBlock) == 8 and count(r18, layers.TimeModule) == 0
     assert count(r34, layers.BasicBlock) == 16 and count(r34, layers.TimeModule) == 16

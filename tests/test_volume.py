@@ -314,6 +314,7 @@ def test_vmap_jit_and_tangent_chunk_match_single_calls():
         np.testing.assert_allclose(b.log_stretch, a.log_stretch, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:volume_growth")
 def test_stop_after_is_a_prefix_of_the_full_grid():
     score, train = _few_points(seed=12)
     score = mj.scores.empirical(jnp.asarray(train, jnp.float32), SDE)
