@@ -25,7 +25,8 @@ def _machine() -> str:
 
     dev = jax.devices()[0]
     return (f"{platform.node()} | {os.cpu_count()} CPU cores | {dev.platform}:{dev.device_kind} x"
-            f"{jax.device_count()} | load avg {os.getloadavg()[0]:.1f}")
+            f"{jax.device_count()} | load avg {os.getloadavg()[0]:.1f} | "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
 
 
 def _versions() -> str:

@@ -1,4 +1,4 @@
-"""Benchmarks of memjax.volume (paper 000): cost of exact tangents, accuracy against cost, throughput.
+"""Benchmarks of memjax.volume (paper 000): cost of exact tangents, accuracy vs cost, throughput.
 
 Run:  python benchmarks/volume_growth.py [--quick] [--out benchmarks/results/volume_growth.md]
 
@@ -67,7 +67,8 @@ def bench_jvp_vs_fd(ns, steps, lines):
     x = jax.random.uniform(jax.random.key(0), (32, 32, 3), minval=-1, maxval=1)
     lines += [f"### 1. Per-step time, jvp vs finite differences (U-Net 32x32x3, {params/1e6:.2f}M "
               "parameters, Euler, QR accumulation, stability check off)", "",
-              "| N | jvp s/step | finite_difference s/step | jvp / fd |", "| --- | --- | --- | --- |"]
+              "| N | jvp s/step | finite_difference s/step | jvp / fd |",
+              "| --- | --- | --- | --- |"]
     for n in ns:
         fns = {}
         for method in ("jvp", "finite_difference"):
@@ -191,7 +192,8 @@ def bench_throughput(n_images, lines):
               "volume_growth with the per-image fold_in key, jitted), timed after compilation. "
               f"End to end: one ease_of_reproduction call on {n_images} images, compilation "
               "included (it compiles once per call).", "",
-              "| batch_size | steady s/batch | steady images/s | end-to-end s | end-to-end images/s |",
+              "| batch_size | steady s/batch | steady images/s | end-to-end s "
+              "| end-to-end images/s |",
               "| --- | --- | --- | --- | --- |"]
     for bs in (16, 64):
         @jax.jit

@@ -66,7 +66,8 @@ def get_config(source: str = "tfds"):
     d.num_heldout = -1
     d.flip = True
     d.seed = 0
-    c.train.model.attn_resolutions = (8,)
+    c.train.model.channel_mults = (1, 2, 2)
+    c.train.model.attn_resolutions = (16,)
 
     # Restore instead of training (pick one):
     c.model.workdir = ""      # e.g. "/path/to/memjax-train/workdir"

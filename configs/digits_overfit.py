@@ -50,7 +50,7 @@ def get_config():
 
     c.model.image_size = 8
     c.model.channels = 1
-    c.model.base_channels = 48
+    c.model.base_channels = 24
     c.model.channel_mults = (1, 2)
     c.model.num_res_blocks = 1
     c.model.attn_resolutions = (4,)
@@ -67,7 +67,7 @@ def get_config():
     c.optim.warmup_steps = 100
     c.optim.grad_clip = 1.0
 
-    c.training.batch_size = 128
+    c.training.batch_size = 64
     c.training.num_steps = 2500
     c.training.ema_decay = 0.999
     c.training.ema_warmup = True

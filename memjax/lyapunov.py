@@ -15,7 +15,8 @@ Benettin's QR method (Benettin et al. 1980; ChaosTools.jl ``lyapunovspectrum``):
 that ``R_jj > 0``); ``Q`` replaces ``V`` and ``\log R_jj`` is the log stretch of axis ``j``
 over the interval. Then::
 
-    \lambda_j = \frac{1}{T} \sum_k \log R^{(k)}_{jj},      \sum_{j\le n} \log R_{jj} = \log vol_n(\Phi V)
+    \lambda_j = \frac{1}{T} \sum_k \log R^{(k)}_{jj},
+    \sum_{j\le n} \log R_{jj} = \log vol_n(\Phi V)
 
 the second identity being what paper 000 (Algorithm 1, eq. 13) calls the volume growth: with
 ``n = D`` it is ``\log|\det \Phi| = \int \nabla\cdot f\,dt`` (Liouville), basis-independent.

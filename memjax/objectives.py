@@ -46,7 +46,7 @@ T_SAMPLINGS = config_lib.T_SAMPLINGS
 MIXES = config_lib.MIXES
 
 
-# -- helpers ----------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 def _check_sde(sde):
     if not isinstance(sde, VPSDE):
         raise ValueError(f"sde: expected a memjax.VPSDE, got {type(sde).__name__}")
@@ -59,7 +59,8 @@ def _images(batch) -> Array:
     if jnp.ndim(x) != 4:
         raise ValueError(f"batch['image']: expected shape [b, H, W, C], got {tuple(jnp.shape(x))}")
     if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
-        raise ValueError(f"batch['image']: expected floating images, got dtype {jnp.asarray(x).dtype}")
+        raise ValueError(f"batch['image']: expected floating images, got dtype "
+                         f"{jnp.asarray(x).dtype}")
     return x
 
 
@@ -147,7 +148,8 @@ def _dsm(model, x0, key, sde, parameterization, weighting, min_snr_gamma, t_samp
     x_t = a * x0 + s * z
     out = _call(model, x_t, t, y, key=k_drop)
     if out.shape != x0.shape:
-        raise ValueError(f"model: expected an output of shape {x0.shape} (the input's), got {out.shape}")
+        raise ValueError(f"model: expected an output of shape {x0.shape} (the input's), got "
+                         f"{out.shape}")
     target = z if parameterization == "eps" else x0
     mse = _mean_per_example((out - target) ** 2)
     w = _weights(weighting, parameterization, t, sde, min_snr_gamma)
@@ -236,7 +238,8 @@ def ambient_noisy_copy(images: Float[Array, "b h w c"], indices: Int[Array, " b"
         raise ValueError(f"indices: expected shape [{x.shape[0]}] of ints, got shape {idx.shape} "
                          f"dtype {idx.dtype}")
     base = jax.random.key(seed)
-    z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(base, i), x.shape[1:], x.dtype))(idx)
+    z = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(base, i), x.shape[1:],
+                                             x.dtype))(idx)
     t_n = jnp.asarray(t_n, x.dtype)
     return sde.alpha(t_n) * x + sde.sigma(t_n) * z
 
@@ -294,7 +297,8 @@ def ambient_loss(model, batch: Batch, key: PRNGKeyArray, *, sde: VPSDE, t_n: flo
       remaining noise), loss ``||c_h h(x_t, t) + c_x x_t - y||^2`` (eq. 6): the x0 prediction
       ``h`` mapped to a prediction of the noisy copy, target the noisy copy;
     * clean branch (lines 13-16): ``t ~ U(t_min, t_n)``, ``x_t = a_t x_0 + s_t z``, loss
-      ``||h(x_t, t) - x_0||^2`` (eq. 3).
+      ``||h(x_t, t) - x_0||^2`` (eq. 3). The paper writes ``U(0, t_n)`` and ``U(t_n, T)``;
+      here the interval ends are the SDE's ``t_min`` and ``t_max``.
 
     with ``k, r, c_h, c_x`` from :func:`ambient_coefficients`; both branches weighted by 1
     (line 19 averages over the batch). ``h`` is the network's x0 prediction; an eps network's
@@ -329,7 +333,8 @@ def ambient_loss(model, batch: Batch, key: PRNGKeyArray, *, sde: VPSDE, t_n: flo
     x_t = jnp.where(nz, k * y + r * z, a * x0 + s * z)
     out = _call(model, x_t, t, key=k_drop)
     if out.shape != x0.shape:
-        raise ValueError(f"model: expected an output of shape {x0.shape} (the input's), got {out.shape}")
+        raise ValueError(f"model: expected an output of shape {x0.shape} (the input's), got "
+                         f"{out.shape}")
     x0_hat = out if parameterization == "x0" else (x_t - s * out) / a
     clean = _mean_per_example((x0_hat - x0) ** 2)
     amb = _mean_per_example((c_h * x0_hat + c_x * x_t - y) ** 2)
@@ -412,7 +417,7 @@ def tdkd_loss(td_model, teacher, batch: Batch, key: PRNGKeyArray, *, sde: VPSDE,
     return loss, {"loss": loss, "kl": kl_mean, "agreement": agree}
 
 
-# -- from a config ----------------------------------------------------------------------------------
+# -- from a config ---------------------------------------------------------------------------------
 def make_loss(objective_config, sde: VPSDE) -> LossFn:
     """``loss_fn(model, batch, key) -> (loss, metrics)`` for ``objective_config.name``.
 
@@ -424,7 +429,8 @@ def make_loss(objective_config, sde: VPSDE) -> LossFn:
     """
     _check_sde(sde)
     config_lib.validate_objective_config(objective_config, sde)
-    given = objective_config.to_dict() if hasattr(objective_config, "to_dict") else dict(objective_config)
+    given = (objective_config.to_dict() if hasattr(objective_config, "to_dict")
+             else dict(objective_config))
     c = config_lib.objective_config(**given)
     name = c.name
     common = dict(sde=sde, parameterization=c.parameterization, t_sampling=c.t_sampling)

@@ -422,7 +422,7 @@ def _restore_model(model, directory) -> bool:
     graphdef, params, other = training.split_model(model)
     state = ck.restore(step, {"params": params, "other": other})
     ck.close()
-    nnx.update(model, nnx.merge(graphdef, state["params"], state["other"]))
+    nnx.update(model, nnx.state(nnx.merge(graphdef, state["params"], state["other"])))
     return True
 
 

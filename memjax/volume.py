@@ -355,7 +355,8 @@ def ease_of_reproduction(score_fn: ScoreFn, sde: VPSDE, images: Float[Array, "n 
     if steps is not None and num_steps is not None and steps != num_steps:
         raise ValueError(f"steps, num_steps: num_steps is an alias of steps; got both, {steps} "
                          f"and {num_steps}")
-    steps = 1 if steps is None and num_steps is None else (steps if steps is not None else num_steps)
+    if steps is None:
+        steps = 1 if num_steps is None else num_steps
     images = _checks.as_array("images", images, min_ndim=1)
     if images.shape[0] < 1:
         raise ValueError("images: expected at least one image, got an empty array")

@@ -369,3 +369,19 @@ def test_tiny_audit_end_to_end_then_reuse_then_resume_after_kill(tmp_path):
     assert sum(": cached" in line for line in out3.splitlines()) >= 1
     r2 = json.loads((wd2 / "report.json").read_text())
     assert r2 == report
+
+
+@pytest.mark.parametrize("source", ["tfds", "npz", "folder"])
+def test_custom_example_config_validates_for_every_source(source):
+    path = os.path.join(REPO, "configs", "audit_custom_example.py")
+    spec = importlib.util.spec_from_file_location("audit_custom_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(source)
+    audit.validate_config(cfg)
+    assert cfg.train.data.source == source and cfg.train.model.image_size == 32
+    with pytest.raises(ValueError, match="config argument"):
+        module.get_config("hdf5")
+    cfg.model.workdir, cfg.model.checkpoint = "/a", "/b"
+    with pytest.raises(ValueError, match="model.workdir, model.checkpoint"):
+        audit.validate_config(cfg)

@@ -38,7 +38,7 @@ def _leaves(state):
     return jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(state))
 
 
-# -- U-Net ------------------------------------------------------------------------------------------
+# -- U-Net -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("size,kw", [
     (8, dict(attn_resolutions=(4,), embedding="fourier", num_classes=3)),
     pytest.param(16, dict(attn_resolutions=(8,)), marks=pytest.mark.slow),
@@ -191,7 +191,7 @@ def test_unknown_and_missing_model_fields():
                                           attn_resolutions=(14,)))
 
 
-# -- ResNet -----------------------------------------------------------------------------------------
+# -- ResNet ----------------------------------------------------------------------------------------
 def tiny_resnet(time_dependent=False, **kw):
     args = dict(num_classes=5, in_channels=1, stage_sizes=(1, 1), width=4,
                 time_dependent=time_dependent, time_embed_dim=8)

@@ -109,7 +109,7 @@ def gaussian_batch(key, b=512):
     return {"image": x.reshape((b,) + SHAPE).astype(jnp.float32)}
 
 
-# -- convergence to the optimal denoiser --------------------------------------------------------------
+# -- convergence to the optimal denoiser -----------------------------------------------------------
 @pytest.mark.parametrize("parameterization", ["x0", "eps"])
 def test_standard_objective_converges_to_optimal_denoiser(parameterization):
     model = GaussianDenoiser(parameterization=parameterization)
@@ -175,7 +175,8 @@ def test_noisy_copy_is_fixed_per_index_across_calls_and_batches():
     idx = jnp.arange(100, 116)
     y1 = ob.ambient_noisy_copy(x, idx, seed=5, sde=SDE, t_n=0.4)
     perm = np.random.default_rng(0).permutation(16)
-    y2 = ob.ambient_noisy_copy(x[perm[:5]], idx[perm[:5]], seed=5, sde=SDE, t_n=0.4)  # another "epoch"
+    # another "epoch": a different batch of the same images
+    y2 = ob.ambient_noisy_copy(x[perm[:5]], idx[perm[:5]], seed=5, sde=SDE, t_n=0.4)
     np.testing.assert_array_equal(np.asarray(y2), np.asarray(y1)[perm[:5]])
     y3 = jax.jit(lambda a, i: ob.ambient_noisy_copy(a, i, seed=5, sde=SDE, t_n=0.4))(x, idx)
     np.testing.assert_allclose(np.asarray(y3), np.asarray(y1), atol=1e-6)
@@ -195,7 +196,8 @@ def test_noisy_copy_is_identical_in_a_fresh_process():
         from memjax import objectives as ob
         from memjax.sde import VPSDE
         x = np.linspace(-1, 1, 18, dtype=np.float32).reshape(2, 3, 3, 1)
-        y = ob.ambient_noisy_copy(jnp.asarray(x), jnp.array([3, 11]), seed=42, sde=VPSDE(), t_n=0.25)
+        y = ob.ambient_noisy_copy(jnp.asarray(x), jnp.array([3, 11]), seed=42, sde=VPSDE(),
+                                  t_n=0.25)
         print(json.dumps(np.asarray(y).ravel().tolist()))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -416,3 +418,19 @@ def test_weightings_relate_through_the_score_error():
     m_x0 = ob._weights("min_snr", "x0", t, SDE, 5.0)
     np.testing.assert_allclose(m_eps * snr, m_x0, rtol=1e-5)
     np.testing.assert_allclose(m_x0, np.minimum(snr, 5.0), rtol=1e-6)
+
+
+def test_ambient_loss_maps_eps_predictions_through_tweedie():
+    """An eps network and the x0 network it is equivalent to (Tweedie) get the same ambient loss."""
+    batch = gaussian_batch(jax.random.key(0), 64)
+    batch["index"] = jnp.arange(64)
+    m_x0, m_eps = GaussianDenoiser(), GaussianDenoiser(parameterization="eps")
+    for m in (m_x0, m_eps):  # a non-trivial, shared state
+        m.m[...] = jnp.asarray(np.stack([MU, MU]))
+    l_x0, met_x0 = ob.ambient_loss(m_x0, batch, jax.random.key(4), sde=SDE, t_n=0.3, seed=1,
+                                   parameterization="x0")
+    l_eps, met_eps = ob.ambient_loss(m_eps, batch, jax.random.key(4), sde=SDE, t_n=0.3, seed=1,
+                                     parameterization="eps")
+    np.testing.assert_allclose(float(l_eps), float(l_x0), rtol=1e-3)
+    np.testing.assert_allclose(float(met_eps["ambient_loss"]), float(met_x0["ambient_loss"]),
+                               rtol=1e-3)

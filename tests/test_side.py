@@ -170,3 +170,18 @@ def test_config_validation():
         (c[sec] if sec else c)[name] = value
         with pytest.raises(ValueError, match=match):
             side.validate_config(c)
+
+
+def test_classifier_checkpoint_roundtrip(tmp_path):
+    """The cached classifiers restore exactly (parameters and BatchNorm statistics)."""
+    m = ResNet(num_classes=3, in_channels=1, stage_sizes=(1,), width=4, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
+    m.train()
+    m(x)  # moves the BatchNorm running statistics away from their initial values
+    side._save_model(m, str(tmp_path / "clf"))
+    m2 = ResNet(num_classes=3, in_channels=1, stage_sizes=(1,), width=4, rngs=nnx.Rngs(1))
+    assert not side._restore_model(m2, str(tmp_path / "missing"))
+    assert side._restore_model(m2, str(tmp_path / "clf"))
+    m.eval()
+    m2.eval()
+    np.testing.assert_array_equal(np.asarray(m(x)), np.asarray(m2(x)))

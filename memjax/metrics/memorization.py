@@ -221,7 +221,7 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
       block_size: at most this many references per block (default 2048; blocks are balanced
         and rounded up to a multiple of 16); memory is ``O(query_block_size * block_size)``
         per device.
-      query_block_size: at most this many queries per device per step (default 1024).
+      query_block_size: at most this many queries per device per step (default 4096).
       num_candidates: best matmul-form matches kept for exact re-scoring (default
         ``min(n, k + 8)``); see the module docstring.
       mesh: the device mesh queries are split over (default: all devices).
@@ -247,7 +247,7 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
     block = _balanced(n, 2048 if block_size is None else block_size)
     if block >= _GROUP:                  # a multiple of the group size (refs are padded anyway)
         block = -(-block // _GROUP) * _GROUP
-    qblock = _balanced(-(-m // ndev), 1024 if query_block_size is None else query_block_size)
+    qblock = _balanced(-(-m // ndev), 4096 if query_block_size is None else query_block_size)
     return _knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block), qblock=int(qblock),
                 mesh=mesh)
 

@@ -113,7 +113,8 @@ def image_hw(image_size) -> tuple[int, int]:
     """``image_size`` (int or pair) as ``(H, W)``; raises naming ``model.image_size``."""
     if _is_int(image_size):
         hw = (int(image_size), int(image_size))
-    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(map(_is_int, image_size)):
+    elif (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+          and all(map(_is_int, image_size))):
         hw = (int(image_size[0]), int(image_size[1]))
     else:
         _fail("model.image_size", "a positive int or an (H, W) pair of ints", image_size)
@@ -164,7 +165,8 @@ def validate_model_config(cfg) -> None:
     for a in attn:
         if a not in res:
             _fail("model.attn_resolutions", f"resolutions reached by the network {res} "
-                  f"(image_size {hw} padded to {padded_hw(hw, levels)}, halved per level)", tuple(attn))
+                  f"(image_size {hw} padded to {padded_hw(hw, levels)}, halved per level)",
+                  tuple(attn))
     for c in {cfg["base_channels"] * m for m in mults}:
         if c % cfg["num_heads"]:
             _fail("model.num_heads", f"a divisor of every level's channel count (here {c})",
@@ -210,7 +212,8 @@ def validate_objective_config(cfg, sde=None) -> None:
     ``(0, 1)``.
     """
     if not isinstance(cfg, (ml_collections.ConfigDict, dict)):
-        raise ValueError(f"objective: expected an ml_collections.ConfigDict, got {type(cfg).__name__}")
+        raise ValueError(f"objective: expected an ml_collections.ConfigDict, got "
+                         f"{type(cfg).__name__}")
     known = set(objective_config().keys())
     for k in cfg.keys():
         if k not in known:

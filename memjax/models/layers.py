@@ -107,7 +107,7 @@ class TimeEmbedding(nnx.Module):
         return self.dense1(nnx.silu(self.dense0(e)))
 
 
-# -- U-Net blocks ------------------------------------------------------------------------------------
+# -- U-Net blocks ----------------------------------------------------------------------------------
 class ResBlock(nnx.Module):
     r"""DDPM++ residual block (score_sde ``ResnetBlockDDPM`` with ``skip_rescale``)::
 
@@ -181,11 +181,12 @@ class Upsample(nnx.Module):
 
     def __call__(self, x):
         b, h, w, c = x.shape
-        x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
+        x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+        x = x.reshape(b, 2 * h, 2 * w, c)
         return self.conv(x)
 
 
-# -- ResNet blocks -----------------------------------------------------------------------------------
+# -- ResNet blocks ---------------------------------------------------------------------------------
 class TimeModule(nnx.Module):
     r"""The time module of paper 001 appendix C (FiLM form).
 

@@ -86,7 +86,8 @@ class ResNet(nnx.Module):
                  ) -> Float[Array, "b d"]:
         """Penultimate features: global average pool of the last stage, ``[b, feature_dim]``."""
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
-            raise ValueError(f"x: expected shape [b, H, W, {self.in_channels}], got {tuple(x.shape)}")
+            raise ValueError(f"x: expected shape [b, H, W, {self.in_channels}], got "
+                             f"{tuple(x.shape)}")
         b = x.shape[0]
         temb = None
         if self.time_dependent:
@@ -97,7 +98,8 @@ class ResNet(nnx.Module):
                 raise ValueError(f"t: expected shape [{b}], got {tuple(t.shape)}")
             temb = self.time_embed(t)
         elif t is not None:
-            raise ValueError("t: this ResNet is time-independent (time_dependent=False); pass t=None")
+            raise ValueError("t: this ResNet is time-independent (time_dependent=False); "
+                             "pass t=None")
         h = nnx.relu(self.bn_stem(self.conv_stem(x)))
         if self.stem == "imagenet":
             h = nnx.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")

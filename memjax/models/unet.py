@@ -1,4 +1,4 @@
-r"""Score U-Net of the DDPM++ family (Song et al. 2021, score_sde ``ddpm`` / ``ncsnpp`` without FIR).
+r"""Score U-Net of the DDPM++ family (Song et al. 2021; score_sde ``ddpm`` / ``ncsnpp``, no FIR).
 
 Layout (``L = len(channel_mults)`` levels, ``C_l = base_channels * channel_mults[l]``)::
 
@@ -144,7 +144,8 @@ class UNet(nnx.Module):
             if y is None:
                 y = jnp.full((b,), self.num_classes, jnp.int32)
             if jnp.shape(y) != (b,):
-                raise ValueError(f"y: expected shape [{b}] of int labels, got {tuple(jnp.shape(y))}")
+                raise ValueError(f"y: expected shape [{b}] of int labels, got "
+                                 f"{tuple(jnp.shape(y))}")
             if not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
                 raise ValueError(f"y: expected integer labels, got dtype {jnp.asarray(y).dtype}")
 
