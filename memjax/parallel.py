@@ -8,6 +8,7 @@ devices, and results agree with 1 device. Multi-host jobs call :func:`initialize
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -62,14 +63,29 @@ def shard_batch(x: Any, mesh: Mesh) -> Any:
     return jax.device_put(x, data_sharding(mesh))
 
 
-def batched_map(fn: Callable, xs: Any, *, batch_size: int, mesh: Mesh | None = None,
-                progress: bool = False, desc: str | None = None) -> Any:
-    """Applies a per-example ``fn`` to every example of ``xs`` (pytree, leading axis n).
+@functools.lru_cache(maxsize=32)
+def _compiled(fn: Callable, mesh: Mesh, num_args: int) -> Callable:
+    """``jit(vmap(fn))`` with the batch sharded and ``num_args`` broadcast (replicated) args.
 
-    ``fn`` is vmapped and jitted once; chunks of ``batch_size`` examples (rounded up to a
-    multiple of the device count) are sharded over ``mesh`` (default: all devices). The last
-    chunk is padded and the padding dropped, so shapes never change and nothing recompiles.
-    Results are gathered to host NumPy arrays.
+    Cached on the function object, so a module-level or cached per-example function compiles
+    once per shape, however many times :func:`batched_map` is called with it.
+    """
+    in_axes = (0,) + (None,) * num_args
+    shard, rep = data_sharding(mesh), replicated(mesh)
+    return jax.jit(jax.vmap(fn, in_axes=in_axes),
+                   in_shardings=(shard,) + (rep,) * num_args, out_shardings=shard)
+
+
+def batched_map(fn: Callable, xs: Any, *, batch_size: int, mesh: Mesh | None = None,
+                args: tuple = (), progress: bool = False, desc: str | None = None) -> Any:
+    """Applies a per-example ``fn(x, *args)`` to every example of ``xs`` (pytree, leading axis n).
+
+    ``fn`` is vmapped over ``xs`` (``args`` are broadcast to every example and replicated on
+    every device) and jitted once per function object (pass the same ``fn`` -- e.g. a
+    module-level or cached function -- to reuse the compilation across calls); chunks of
+    ``batch_size`` examples (rounded up to a multiple of the device count) are sharded over
+    ``mesh`` (default: all devices). The last chunk is padded and the padding dropped, so
+    shapes never change and nothing recompiles. Results are gathered to host NumPy arrays.
     """
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
@@ -79,7 +95,8 @@ def batched_map(fn: Callable, xs: Any, *, batch_size: int, mesh: Mesh | None = N
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
     chunk = min(chunk, -(-n // ndev) * ndev)
     sharding = data_sharding(mesh)
-    run = jax.jit(jax.vmap(fn), in_shardings=sharding, out_shardings=sharding)
+    run = _compiled(fn, mesh, len(args))
+    args = tuple(jax.device_put(a, replicated(mesh)) for a in args)
     starts = range(0, n, chunk)
     if progress:
         from tqdm.auto import tqdm
@@ -89,6 +106,6 @@ def batched_map(fn: Callable, xs: Any, *, batch_size: int, mesh: Mesh | None = N
     for s in starts:
         part = jax.tree_util.tree_map(lambda a: np.asarray(a[s:s + chunk]), xs)
         part, m = pad_to_multiple(part, chunk)
-        out = run(jax.device_put(part, sharding))
+        out = run(jax.device_put(part, sharding), *args)
         outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], out))
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outs)

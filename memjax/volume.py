@@ -373,21 +373,30 @@ def ease_of_reproduction(score_fn: ScoreFn, sde: VPSDE, images: Float[Array, "n 
     n = images.shape[0]
     dtype = images.dtype
 
-    def one(args):
-        image, index = args
+    if progress is None:
+        progress = n > 16 * batch_size
+    images_np = np.asarray(images, dtype=dtype)
+    scores, stable = _parallel.batched_map(
+        _ease_one(score_fn, sde, cfg), (images_np, np.arange(n, dtype=np.int32)),
+        args=(axes, key), batch_size=batch_size, mesh=mesh, progress=progress,
+        desc="ease of reproduction")
+    _warn_unstable(stable, "ease_of_reproduction")
+    return (scores, stable) if return_stable else scores
+
+
+@functools.lru_cache(maxsize=16)
+def _ease_one(score_fn, sde: VPSDE, cfg: _Config):
+    """The per-image ease-of-reproduction function, cached so repeated calls with the same
+    score function and settings (trained, then held-out images) reuse one compilation."""
+
+    def one(example, axes, key):
+        image, index = example
         k = None if key is None else jax.random.fold_in(key, index)
         ax, p0 = _start(cfg, image, axes, k)
         res = _core(score_fn, sde, cfg, image, ax, p0)
         return res.log_growth[-1], jnp.all(res.stable)
 
-    if progress is None:
-        progress = n > 16 * batch_size
-    images_np = np.asarray(images, dtype=dtype)
-    scores, stable = _parallel.batched_map(
-        one, (images_np, np.arange(n, dtype=np.int32)), batch_size=batch_size, mesh=mesh,
-        progress=progress, desc="ease of reproduction")
-    _warn_unstable(stable, "ease_of_reproduction")
-    return (scores, stable) if return_stable else scores
+    return one
 
 
 def rank_images(scores: Float[Array, " n"], k: int) -> tuple[Int[np.ndarray, " k"],

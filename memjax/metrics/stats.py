@@ -21,7 +21,7 @@ from memjax import _checks
 __all__ = ["TTestResult", "auroc", "frechet_distance", "welch_t_test"]
 
 
-# -- Fréchet distance ------------------------------------------------------------------------------
+# -- Fréchet distance ----------------------------------------------------------------------------
 def _mean_cov(x):
     mu = jnp.mean(x, axis=0)
     xc = x - mu

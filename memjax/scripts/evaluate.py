@@ -221,7 +221,7 @@ def evaluate(c, workdir: str, *, log: Callable[[str], None] = print) -> dict:
     report.histogram(ratio, os.path.join(fig_dir, "normalized_l2.png"),
                      title="normalized L2 to the nearest training image (eq. 7)",
                      xlabel="normalized L2 (smaller = closer)", thresholds=[float(mc.delta)],
-                     bands={k: (b.lo, min(b.hi, 2.0 / float(mc.alpha)))
+                     bands={k: (b.lo, min(b.hi, 1.0 / float(mc.alpha)))  # ratio <= 1/alpha
                             for k, b in mem.BANDS["normalized_l2"].items()})
     k = min(int(c.report.num_pairs), len(gen))
     order = np.argsort(ratio, kind="stable")[:k]
