@@ -110,12 +110,12 @@ def bench_tsne(sizes, perplexity: float = 30.0) -> None:
         x = np.concatenate([x0] * reps)[:n] + rng.normal(0, 0.5, (reps * len(x0), 64))[:n]
         x = x.astype(np.float32)
         methods = {}
-        methods["scikit-learn TSNE"] = lambda: TSNE(perplexity=perplexity, random_state=0,
-                                                     init="random").fit_transform(x)
+        methods["scikit-learn TSNE (Barnes-Hut)"] = lambda: TSNE(
+            perplexity=perplexity, random_state=0, init="random").fit_transform(x)
         try:
             import openTSNE
 
-            methods["openTSNE (exact)"] = lambda: np.asarray(openTSNE.TSNE(
+            methods["openTSNE (Barnes-Hut)"] = lambda: np.asarray(openTSNE.TSNE(
                 perplexity=perplexity, negative_gradient_method="bh", random_state=0,
                 n_jobs=2).fit(x))
         except ImportError:
@@ -125,7 +125,7 @@ def bench_tsne(sizes, perplexity: float = 30.0) -> None:
                 y = tsne(x, perplexity=perplexity, key=jax.random.key(0))
                 return np.asarray(jax.block_until_ready(y))
             ours()   # compile
-            methods["memjax tsne"] = ours
+            methods["memjax tsne (exact)"] = ours
         for name, fn in methods.items():
             t0 = time.perf_counter()
             y = fn()

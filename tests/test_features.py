@@ -42,7 +42,7 @@ def test_classifier_features_equal_eval_mode_forward_and_leave_model_alone():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     assert model.bn_stem.use_running_average is False       # the user's model is untouched
     # batched with a padded last batch: identical to one call
-    np.testing.assert_allclose(compute_features(fn, x, batch_size=8), got, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(compute_features(fn, x, batch_size=5), got, rtol=1e-5, atol=1e-6)
     # features only depend on the image: eval mode does not mix examples
     np.testing.assert_allclose(np.asarray(fn(x[:5])), got[:5], rtol=1e-5, atol=1e-6)
 
