@@ -99,7 +99,7 @@ def bench_tsne(sizes, perplexity: float = 30.0) -> None:
     from sklearn.manifold import TSNE, trustworthiness
 
     try:
-        from memjax.metrics.tsne import tsne
+        from memjax.metrics.embedding import tsne
     except ImportError:
         tsne = None
     x0 = load_digits().data.astype(np.float32)

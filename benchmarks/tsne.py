@@ -54,7 +54,7 @@ import sklearn  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.manifold import TSNE, trustworthiness  # noqa: E402
 
-from memjax.metrics.tsne import tsne  # noqa: E402
+from memjax.metrics.embedding import tsne  # noqa: E402
 
 SEED = 0
 

@@ -9,7 +9,8 @@ Every field (``memjax.audit.run_audit`` reads them):
   seed: seeds the initial axes of every image (``fold_in(seed, image index)``), the sampler's
     noise and the diverse-samples t-SNE. The training seed is ``train.seed``.
   train: the training config (configs/digits_overfit.py: 64 digits + their mirror images =
-    128 trained, 128 held out; the split is saved as workdir/model/data_split.npz). Used when
+    128 trained, 128 held out; the split is saved as workdir/model/data_split.npz), here with
+    32 base channels and 1,500 steps instead of 48 and 2,500 to fit the audit's budget. Used when
     neither ``model.workdir`` nor ``model.checkpoint`` is set: the audit then trains into
     ``workdir/model`` (resuming from its last checkpoint when interrupted).
   model.workdir: a memjax training workdir (``memjax-train --workdir=...``) to restore instead
@@ -71,6 +72,11 @@ def get_config():
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.train = _train_config()
+    # Lighter than digits_overfit (48 channels, 2500 steps) so that the whole audit fits its
+    # 5-minute budget on 2 cores; measured with these: AUROC 0.93 at N = 1 over 100 steps and
+    # 18 % of samples memorized (docs/reproductions.md).
+    c.train.model.base_channels = 32
+    c.train.training.num_steps = 1500
 
     c.model = ml_collections.ConfigDict()
     c.model.workdir = ""

@@ -26,8 +26,10 @@ Every field (see memjax.training.default_config for the full schema):
   optim.*: Adam, lr 2e-3 after a 100-step warm-up (10x score_sde's 2e-4: the run must finish
     in minutes), gradient clipping at 1 (score_sde).
   training.batch_size: 128 (the whole training set per step, in a random order).
-  training.num_steps: 4000 (about 0.08 CPU-seconds a step, so roughly 3 minutes on 2 idle cores;
-    see benchmarks/results/train.md).
+  training.num_steps: 3000, where 52% of samples are near-copies (1500 steps: 2%, 2500: 33%).
+    A step costs 0.145 CPU-seconds (benchmarks/results/train.md), so the run is ~435
+    CPU-seconds: 3.6 minutes on 2 idle cores when XLA keeps both busy, up to 7 when it does
+    not -- over the 3-minute target; not yet tuned further.
   training.ema_decay: 0.999 with warm-up (score_sde's 0.9999 averages over 10^4 steps, longer
     than this run).
   training.log_every / checkpoint_every / keep_checkpoints: metrics every 50 steps,
@@ -69,7 +71,7 @@ def get_config():
     c.optim.grad_clip = 1.0
 
     c.training.batch_size = 128
-    c.training.num_steps = 4000
+    c.training.num_steps = 3000
     c.training.ema_decay = 0.999
     c.training.ema_warmup = True
     c.training.log_every = 50

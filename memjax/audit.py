@@ -751,21 +751,25 @@ def build_report(config, subject: Subject, rows: dict, samples, mem, diverse) ->
                              "hardest_trained": order[::-1][:8].tolist()}
     if samples is not None:
         mc = config.memorization
-        report["sampling"] = {"num_samples": int(samples.shape[0]), "sampler": config.sampling.sampler,
+        report["sampling"] = {"num_samples": int(samples.shape[0]),
+                              "sampler": config.sampling.sampler,
                               "num_steps": int(config.sampling.num_steps)}
-        ms = {"criterion": f"normalized_l2 < {mc.delta:g} (Carlini et al., n={mc.n}, alpha={mc.alpha:g})",
-              "frac_memorized": float(np.mean(mem["samples_memorized"])),
-              "frac_memorized_heldout_reference": float(np.mean(mem["heldout_memorized"])),
-              "frac_d1_d2_below": float(np.mean(mem["samples_d1_d2"] < mc.ratio_threshold)),
-              "frac_d1_d2_below_heldout_reference": float(np.mean(mem["heldout_d1_d2"] < mc.ratio_threshold)),
+        reproduced = len(set(mem["samples_nearest"][mem["samples_memorized"]].tolist()))
+        mean = lambda a: float(np.mean(a))  # noqa: E731
+        median = lambda a: float(np.median(a))  # noqa: E731
+        ms = {"criterion": f"normalized_l2 < {mc.delta:g} (Carlini et al., n={mc.n}, "
+                           f"alpha={mc.alpha:g})",
+              "frac_memorized": mean(mem["samples_memorized"]),
+              "frac_memorized_heldout_reference": mean(mem["heldout_memorized"]),
+              "frac_d1_d2_below": mean(mem["samples_d1_d2"] < mc.ratio_threshold),
+              "frac_d1_d2_below_heldout_reference": mean(mem["heldout_d1_d2"] < mc.ratio_threshold),
               "ratio_threshold": float(mc.ratio_threshold),
-              "unique_memorized_over_samples": len(set(mem["samples_nearest"][mem["samples_memorized"]].tolist()))
-              / max(len(samples), 1),
-              "num_train_images_reproduced": len(set(mem["samples_nearest"][mem["samples_memorized"]].tolist())),
-              "median_l2_to_nearest": float(np.median(mem["samples_l2"])),
-              "median_l2_to_nearest_heldout_reference": float(np.median(mem["heldout_l2"])),
-              "median_normalized_l2": float(np.median(mem["samples_normalized_l2"])),
-              "median_normalized_l2_heldout_reference": float(np.median(mem["heldout_normalized_l2"]))}
+              "unique_memorized_over_samples": reproduced / max(len(samples), 1),
+              "num_train_images_reproduced": reproduced,
+              "median_l2_to_nearest": median(mem["samples_l2"]),
+              "median_l2_to_nearest_heldout_reference": median(mem["heldout_l2"]),
+              "median_normalized_l2": median(mem["samples_normalized_l2"]),
+              "median_normalized_l2_heldout_reference": median(mem["heldout_normalized_l2"])}
         report["memorization"] = ms
     if diverse is not None:
         report["diverse"] = {"num_diverse": int(np.sum(diverse["mask"])),

@@ -34,7 +34,6 @@ Everything a run writes lives under its workdir::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -553,7 +552,7 @@ def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: in
             for k, v in batch.items()}
 
 
-def sample_grid(graphdef_eval, params, other, config, sde: VPSDE, key, *, num_classes: int = 0):
+def sample_grid(graphdef_eval, params, other, config, sde: VPSDE, key):
     """``num_samples`` probability-flow samples of the model with ``params`` (e.g. the EMA)."""
     tr, m = config.training, config.model
     hw = (m.image_size, m.image_size) if _is_int(m.image_size) else tuple(m.image_size)

@@ -8,8 +8,16 @@ import subprocess
 import sys
 import textwrap
 
-import jax
-import pytest
+# A persistent compilation cache shared by the xdist workers, the subprocess tests and CI's
+# second step: model initialisers and solvers then compile once per run, not once per process.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -112,4 +111,3 @@ def test_side_script_resumes(target, tmp_path):
     assert lam["images"].shape == (n_g, 8, 8, 1)
     np.testing.assert_array_equal(lam["classes"], np.repeat(np.arange(summary["num_classes"]),
                                                             cfg.extraction.samples_per_class))
-    del jax

@@ -129,9 +129,6 @@ def test_shipped_configs_validate_and_build(name):
     model = nnx.eval_shape(lambda: training.build_model(cfg))
     n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     assert n > 0
-    # every documented field in the docstring of the file exists, and vice versa for sections
-    doc = importlib.util.spec_from_file_location("d", os.path.join(CONFIGS, name))
-    assert doc is not None
     if name.startswith("cifar10") or name == "conditional_cifar10.py":
         # score_sde DDPM++ settings (paper 000: "other settings are the same as Song et al.")
         assert (cfg.optim.optimizer, cfg.optim.learning_rate, cfg.optim.grad_clip,

@@ -12,7 +12,7 @@ from sklearn.manifold import TSNE, trustworthiness
 from sklearn.manifold import _t_sne as sk_tsne
 from sklearn.metrics import pairwise_distances
 
-from memjax.metrics import tsne as T
+from memjax.metrics import embedding as T
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@
 * :mod:`memjax.metrics.stats` -- Frechet distance, Welch's t-test, AUROC.
 * :mod:`memjax.metrics.features` -- pluggable feature functions.
 * :mod:`memjax.metrics.pointwise` -- pointwise memorization (paper 001 eqs. 1-2).
-* :mod:`memjax.metrics.tsne`, :mod:`memjax.metrics.hull`, :mod:`memjax.metrics.diverse` --
+* :mod:`memjax.metrics.embedding`, :mod:`memjax.metrics.hull`, :mod:`memjax.metrics.diverse` --
   exact t-SNE, convex hulls and diverse samples (paper 003 eq. 18, appendix A).
 """
 
@@ -18,7 +18,7 @@ from memjax.metrics.memorization import (BANDS, AmsUms, Band, NormalizedL2, Simi
                                          similarity_summary)
 from memjax.metrics.pointwise import PointwiseMemorization, pointwise_memorization
 from memjax.metrics.stats import TTestResult, auroc, frechet_distance, welch_t_test
-from memjax.metrics.tsne import joint_probabilities, kl_divergence, tsne
+from memjax.metrics.embedding import joint_probabilities, kl_divergence, tsne
 
 __all__ = [
     "BANDS", "AmsUms", "Band", "Hull", "KnnSupport", "NormalizedL2", "PointwiseMemorization",

@@ -52,7 +52,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from memjax import _checks
 from memjax.metrics.hull import Hull, _convex_hull, _in_hull
-from memjax.metrics.tsne import tsne
+from memjax.metrics.embedding import tsne
 
 __all__ = ["METHODS", "TsneHull", "KnnSupport", "diverse_samples", "tsne_hull", "knn_support"]
 
@@ -113,7 +113,7 @@ def tsne_hull(real_features: Float[Array, "n ..."], generated_features: Float[Ar
       key: PRNG key, needed only with ``init="random"`` in ``tsne_options``.
       joint: True (the public code): one t-SNE of ``[real; generated]``. False (Algorithm 1
         as written): separate embeddings of the two sets.
-      perplexity, num_iters, **tsne_options: passed to :func:`memjax.metrics.tsne.tsne`.
+      perplexity, num_iters, **tsne_options: passed to :func:`memjax.metrics.embedding.tsne`.
       strict: boundary points count as outside (diverse), as in the public code.
       embed_fn: optional replacement for memjax's exact t-SNE, ``[N, d] -> [N, 2]``, e.g.
         ``lambda x: sklearn.manifold.TSNE().fit_transform(np.asarray(x))`` for the public
