@@ -2,14 +2,31 @@
 
 One protocol joins models to analysis: ``score_fn(x, t) -> grad_x log p_t(x)`` for a single
 example. See ``docs/design.md`` for the architecture and the paper-to-code map.
+
+The mathematical core is imported eagerly; the modules with heavier dependencies
+(``training`` (orbax), ``data`` (TFDS), ``side``, ``audit``, ``report`` (matplotlib)) load on
+first attribute access, so ``import memjax`` stays fast and pulls in no TFDS or matplotlib.
 """
 
-from memjax import flow, lyapunov, metrics, models, objectives, parallel, scores, volume
+import importlib
+
+from memjax import flow, lyapunov, metrics, models, objectives, parallel, sampling, scores, volume
 from memjax.sde import VPSDE
 from memjax.volume import VolumeGrowth, ease_of_reproduction, rank_images, volume_growth
 
+_LAZY = ("audit", "checkpoint", "data", "report", "side", "training")
+
 __all__ = [
     "VPSDE", "VolumeGrowth", "ease_of_reproduction", "flow", "lyapunov", "metrics", "models",
-    "objectives", "parallel", "rank_images", "scores", "volume", "volume_growth",
+    "objectives", "parallel", "rank_images", "sampling", "scores", "volume", "volume_growth",
+    *_LAZY,
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f"memjax.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'memjax' has no attribute {name!r}")
