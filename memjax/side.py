@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp

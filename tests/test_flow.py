@@ -1,6 +1,5 @@
 """Probability-flow ODE against the closed-form linear flow of Gaussian data (REFERENCE.md)."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp

@@ -191,7 +191,7 @@ def test_noisy_copy_is_fixed_per_index_across_calls_and_batches():
 def test_noisy_copy_is_identical_in_a_fresh_process():
     x = np.linspace(-1, 1, 2 * 3 * 3 * 1, dtype=np.float32).reshape(2, 3, 3, 1)
     here = ob.ambient_noisy_copy(jnp.asarray(x), jnp.array([3, 11]), seed=42, sde=SDE, t_n=0.25)
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import json, numpy as np, jax.numpy as jnp
         from memjax import objectives as ob
         from memjax.sde import VPSDE
