@@ -341,46 +341,14 @@ def _subject_from_trained(trained, description: str) -> Subject:
 
 def restore_trained(train_config, checkpoint_dir: str, dataset, *, step: int | None = None):
     """A :class:`memjax.training.Trained` (EMA weights, eval mode) from an orbax checkpoint
-    directory of a memjax train state, restored into an abstract template.
-
-    Same result as :func:`memjax.training.load_trained`, but the network is never initialised
-    (``nnx.eval_shape``): eager initialisation compiles one small program per parameter, which
-    costs more than the whole restore on a loaded CPU.
-    """
-    from flax import nnx
-
+    directory of a memjax train state (:func:`memjax.training.restore_model`: restored into an
+    abstract template, the network never initialised)."""
     from memjax import training
 
-    tc = train_config
-    ck = training.Checkpointer(checkpoint_dir, keep=int(tc.training.keep_checkpoints))
-    try:
-        steps = ck.verify()
-        if not steps:
-            raise ValueError(f"model.checkpoint: no orbax checkpoint steps under "
-                             f"{checkpoint_dir!r}")
-        step = steps[-1] if step is None else int(step)
-        if step not in steps:
-            raise ValueError(f"model.step: expected one of the saved steps {steps}, got {step}")
-        abstract = nnx.eval_shape(lambda: training.build_model(tc))
-        graphdef, params, other = training.split_model(abstract)
-        optimizer = training.make_optimizer(tc.optim, tc.training.num_steps)
-        template = jax.eval_shape(lambda p, o: training.init_state(p, o, optimizer), params,
-                                  other)
-        state = ck.restore(step, jax.tree.map(_concrete_key, template))
-    finally:
-        ck.close()
-    model = training.merge_model(graphdef, state["ema"], state["other"])
-    model.eval()
-    return training.Trained(model=model, config=tc, sde=training.make_sde(tc), dataset=dataset,
-                            step=int(step))
-
-
-def _concrete_key(a):
-    """PRNG-key leaves of an abstract template become real keys (the restore reads their
-    shape from ``jax.random.key_data``); every other leaf stays abstract."""
-    if isinstance(a, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-        return jnp.broadcast_to(jax.random.key(0), a.shape)
-    return a
+    model, step = training.restore_model(train_config, checkpoint_dir, step=step,
+                                         field="model.checkpoint")
+    return training.Trained(model=model, config=train_config, sde=training.make_sde(train_config),
+                            dataset=dataset, step=step)
 
 
 def _restore_workdir(workdir: str, step=None):

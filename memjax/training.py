@@ -690,6 +690,47 @@ class Trained(NamedTuple):
     step: int
 
 
+def restore_model(config, checkpoint_dir: str, *, step: Optional[int] = None, ema: bool = True,
+                  model_fn: Optional[Callable] = None, field: str = "checkpoint_dir"):
+    """The network of a memjax train state saved under ``checkpoint_dir``: ``(model, step)``.
+
+    The network is never initialised: its structure comes from ``nnx.eval_shape`` and the train
+    state's from ``jax.eval_shape``, and orbax restores into that abstract template (eager
+    initialisation compiles one small program per parameter, slower than the restore itself).
+    ``step`` defaults to the latest checkpoint; ``ema=False`` gives the raw weights. Errors name
+    ``field`` (the caller's argument or config field) and ``step``.
+    """
+    from flax import nnx
+
+    ckpt = Checkpointer(checkpoint_dir, keep=config.training.keep_checkpoints)
+    try:
+        steps = ckpt.verify()
+        if not steps:
+            raise ValueError(f"{field}: no checkpoint under {ckpt.directory}")
+        step = steps[-1] if step is None else int(step)
+        if step not in steps:
+            raise ValueError(f"step: expected one of the saved steps {steps}, got {step}")
+        abstract = nnx.eval_shape(lambda: (model_fn or build_model)(config))
+        abstract.train()
+        graphdef, params, other = split_model(abstract)
+        optimizer = make_optimizer(config.optim, config.training.num_steps)
+        template = jax.eval_shape(lambda p, o: init_state(p, o, optimizer), params, other)
+        state = ckpt.restore(step, jax.tree.map(_concrete_key, template))
+    finally:
+        ckpt.close()
+    model = merge_model(graphdef, state["ema"] if ema else state["params"], state["other"])
+    model.eval()
+    return model, int(step)
+
+
+def _concrete_key(a):
+    """PRNG-key leaves of an abstract template become real keys (the restore reads their
+    shape from ``jax.random.key_data``); every other leaf stays abstract."""
+    if isinstance(a, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return jnp.broadcast_to(jax.random.key(0), a.shape)
+    return a
+
+
 def load_trained(workdir: str, *, step: Optional[int] = None, ema: bool = True,
                  model_fn: Optional[Callable] = None) -> Trained:
     """The model of a training workdir, ready for analysis: ``(model, config, sde, dataset, step)``.
@@ -701,22 +742,8 @@ def load_trained(workdir: str, *, step: Optional[int] = None, ema: bool = True,
         raise ValueError(f"workdir: no {CONFIG_FILENAME} in {workdir!r}; is it a training workdir?")
     with open(path) as f:
         config = config_from_json(f.read())
-    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME),
-                        keep=config.training.keep_checkpoints)
-    steps = ckpt.verify()
-    if not steps:
-        raise ValueError(f"workdir: no checkpoint under {ckpt.directory}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ValueError(f"step: expected one of the saved steps {steps}, got {step}")
-    model = (model_fn or build_model)(config)
-    model.train()
-    graphdef, params, other = split_model(model)
-    optimizer = make_optimizer(config.optim, config.training.num_steps)
-    state = ckpt.restore(step, init_state(params, other, optimizer))
-    ckpt.close()
-    model = merge_model(graphdef, state["ema"] if ema else state["params"], state["other"])
-    model.eval()
+    model, step = restore_model(config, os.path.join(workdir, CHECKPOINT_DIRNAME), step=step,
+                                ema=ema, model_fn=model_fn, field="workdir")
     return Trained(model=model, config=config, sde=make_sde(config),
                    dataset=data_lib.load_split(workdir), step=int(step))
 
