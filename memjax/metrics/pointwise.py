@@ -93,11 +93,8 @@ def _estimate(samples, train, log_prob, epsilon):
                                  log_prob=log_prob)
 
 
-def pointwise_from_log_prob(samples: Float[Array, "s ..."], train: Float[Array, "n ..."],
-                            log_prob: Float[Array, " s"], *, epsilon: float
-                            ) -> PointwiseMemorization:
-    """The estimator given the model log-densities of the samples (any density model)."""
-    _checks.check_positive("epsilon", epsilon)
+def _check_samples_train(samples, train):
+    """``samples`` [S >= 2, ...] and ``train`` [N, ...] with the same example shape."""
     x = _checks.as_array("samples", samples, min_ndim=2)
     t = _checks.as_array("train", train, min_ndim=2)
     if x.shape[1:] != t.shape[1:]:
@@ -105,6 +102,15 @@ def pointwise_from_log_prob(samples: Float[Array, "s ..."], train: Float[Array, 
                          f"{t.shape[1:]}")
     if x.shape[0] < 2:
         raise ValueError(f"samples: expected at least 2 samples, got {x.shape[0]}")
+    return x, t
+
+
+def pointwise_from_log_prob(samples: Float[Array, "s ..."], train: Float[Array, "n ..."],
+                            log_prob: Float[Array, " s"], *, epsilon: float
+                            ) -> PointwiseMemorization:
+    """The estimator given the model log-densities of the samples (any density model)."""
+    _checks.check_positive("epsilon", epsilon)
+    x, t = _check_samples_train(samples, train)
     lp = _checks.as_array("log_prob", log_prob, ndim=1)
     if lp.shape[0] != x.shape[0]:
         raise ValueError(f"log_prob: expected {x.shape[0]} values (one per sample), got "
@@ -139,13 +145,7 @@ def pointwise_memorization(score_fn: Callable, sde: Any, samples: Float[Array, "
 
     _checks.check_positive("epsilon", epsilon)
     _checks.check_positive_int("batch_size", batch_size)
-    x = _checks.as_array("samples", samples, min_ndim=2)
-    t = _checks.as_array("train", train, min_ndim=2)
-    if x.shape[1:] != t.shape[1:]:
-        raise ValueError(f"train: expected examples of shape {x.shape[1:]} (as samples), got "
-                         f"{t.shape[1:]}")
-    if x.shape[0] < 2:
-        raise ValueError(f"samples: expected at least 2 samples, got {x.shape[0]}")
+    x, t = _check_samples_train(samples, train)
     # validate the likelihood options once, on the first sample, before the batched solve
     flow._check_common(score_fn, sde, x[0], "samples")
     fn = lambda xi: flow.log_likelihood(score_fn, sde, xi, return_solution=True,
