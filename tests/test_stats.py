@@ -27,6 +27,19 @@ def test_welch_t_test_matches_scipy_float64(x64, shift):
     assert float(df) == pytest.approx(ref.df, rel=1e-9)
 
 
+@pytest.mark.parametrize("shift", [0.1, 0.25, 0.4, 1.0, 1.5, 2.5])
+def test_welch_small_p_values_keep_relative_precision(x64, shift):
+    """p from ~0.3 down to ~1e-80 at the audit's size (128 vs 128, df ~ 250), to 1e-8 relative:
+    the complement form 1 - I_y(1/2, df/2) must not be used where p is small (it rounds
+    p < 1e-16 to 0)."""
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(shift, 1.0, 128), rng.normal(0.0, 1.3, 128)
+    ref = scipy.stats.ttest_ind(a, b, equal_var=False)
+    _, p, _ = welch_t_test(a, b)
+    assert ref.pvalue > 1e-300
+    assert float(p) == pytest.approx(ref.pvalue, rel=1e-8, abs=0.0)
+
+
 @pytest.mark.parametrize("shift", [0.0, 0.5, 3.0])
 def test_welch_t_test_float32_and_jit(shift):
     a, b = (v.astype(np.float32) for v in samples(1, shift, na=25, nb=9, scale=0.5))
