@@ -290,11 +290,14 @@ def nb02():
                     for j in range(len(vc.steps))]
 
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-        axes[0].semilogy(full.axes, pvals(full, s=4), "o-"); axes[0].set_title("each N at step 100")
+        axes[0].semilogy(full.axes, pvals(full, s=4), "o-")
+        axes[0].set_title("each N at step 100")
         axes[0].set_xlabel("N")
-        axes[1].loglog(few.steps, pvals(few, a=0), "o-"); axes[1].set_title("each step at N = 1")
+        axes[1].loglog(few.steps, pvals(few, a=0), "o-")
+        axes[1].set_title("each step at N = 1")
         axes[1].set_xlabel("steps")
-        axes[2].semilogy(full.axes, pvals(full, s=0), "o-"); axes[2].set_title("each N at step 1")
+        axes[2].semilogy(full.axes, pvals(full, s=0), "o-")
+        axes[2].set_title("each N at step 1")
         axes[2].set_xlabel("N")
         for ax in axes:
             ax.axhline(0.05, color="gray", ls=":")
@@ -485,7 +488,9 @@ def nb03():
         code(INSTALL),
         code(TINY_TRAIN),
         code("""
-        import os, tempfile, time
+        import os
+        import tempfile
+        import time
         import jax
         import numpy as np
         from memjax import sampling
@@ -535,7 +540,8 @@ def nb03():
         fig, axes = plt.subplots(2, 12, figsize=(12, 2.4))
         for row, (name, x) in zip(axes, samples.items()):
             for ax, img in zip(row, x[:12]):
-                ax.imshow(img[..., 0], cmap="gray", vmin=-1, vmax=1); ax.axis("off")
+                ax.imshow(img[..., 0], cmap="gray", vmin=-1, vmax=1)
+                ax.axis("off")
             row[0].set_title(name, fontsize=8, loc="left")
         plt.show()
         """),
@@ -567,7 +573,9 @@ def nb04():
         code(INSTALL),
         code(TINY_TRAIN),
         code("""
-        import json, tempfile, time
+        import json
+        import tempfile
+        import time
         import ml_collections
         from memjax import side
 
@@ -598,8 +606,10 @@ def nb04():
         code("""
         import matplotlib.pyplot as plt
         for name in ("ams_ums_vs_lambda.png", "extracted.png"):
-            plt.figure(figsize=(8, 3.5)); plt.imshow(plt.imread(f"{workdir}/side/{name}"))
-            plt.axis("off"); plt.show()
+            plt.figure(figsize=(8, 3.5))
+            plt.imshow(plt.imread(f"{workdir}/side/{name}"))
+            plt.axis("off")
+            plt.show()
         """),
         md("""
         **Reading the numbers.** The bands are Carlini's normalized L2 (smaller is more
