@@ -96,8 +96,10 @@ def main():
     ap.add_argument("--cifar-steps", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", type=str, default="0,1,2,3")
-    ap.add_argument("--out", type=str, default=os.path.join(ROOT, "benchmarks", "results",
-                                                            "train.md"))
+    # Print only by default: benchmarks/results/train.md also holds hand-written sections (the
+    # memorization study) and rows measured under other conditions, which --out overwrites.
+    ap.add_argument("--out", type=str, default="",
+                    help="write the table to this file, replacing it (default: print only)")
     args = ap.parse_args()
     rows = [ROWS[int(i)] for i in args.rows.split(",")]
     load0 = os.getloadavg()
