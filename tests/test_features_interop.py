@@ -1,0 +1,151 @@
+"""memjax's SSCD and SqueezeNet against the PyTorch originals (randomly initialised).
+
+Each reference network is saved in its native format (TorchScript / ``.pth`` state dict),
+converted with ``python -m memjax.features.convert`` (its ``main``), loaded by
+:func:`memjax.features.load` and run on the same raw uint8 images as the reference pipeline
+``ToDtype(float32, scale=True) -> Resize(antialias=True) [-> CenterCrop] -> Normalize`` in
+torchvision's tensor transforms: features agree to 1e-4 (max abs, float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+pytest.importorskip("safetensors")
+
+from torchvision.transforms import v2  # noqa: E402
+
+from memjax import features  # noqa: E402
+from memjax.features import convert, preprocess  # noqa: E402
+
+pytestmark = [pytest.mark.interop,
+              pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")]
+NORMALIZE = v2.Normalize(preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
+
+
+def _randomize_batchnorm(model, gen):
+    """Non-trivial affine parameters and running statistics in every BatchNorm (eval mode)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = 0.5 + torch.rand(c, generator=gen)
+            m.bias.data = 0.1 * torch.randn(c, generator=gen)
+            m.running_mean.data = 0.1 * torch.randn(c, generator=gen)
+            m.running_var.data = 0.5 + torch.rand(c, generator=gen)
+    return model.eval()
+
+
+class GeM(torch.nn.Module):
+    """SSCD's ``GlobalGeMPool2d``."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        return x.reshape(n, c, -1).clamp(min=1e-6).pow(self.p).mean(dim=2).pow(1.0 / self.p)
+
+
+class SSCD(torch.nn.Module):
+    """SSCD's torchvision layout: ResNet-50 with GeM(3) as ``avgpool``, fc 2048 -> 512, L2."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torchvision.models.resnet50(num_classes=512)
+        self.backbone.avgpool = GeM(3.0)
+
+    def forward(self, x):
+        return torch.nn.functional.normalize(self.backbone(x))
+
+
+def _images(n, h, w, seed=0):
+    """Smooth-ish uint8 images (a random low-resolution pattern upsampled, plus noise)."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 255, (n, 8, 8, 3))
+    x = np.kron(base, np.ones((1, h // 8 + 1, w // 8 + 1, 1)))[:, :h, :w]
+    return np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.uint8)
+
+
+def _reference(model, transform, images):
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        return model(transform(v2.ToDtype(torch.float32, scale=True)(x))).numpy()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (60, 44), (300, 200), (517, 389), (32, 32)])
+def test_resize_matches_torchvision(shape):
+    h, w = shape
+    x = _images(2, h, w, seed=h)
+    for size in (288, 256, 20):
+        ref = v2.Resize(size, antialias=True)(
+            v2.ToDtype(torch.float32, scale=True)(torch.from_numpy(x).permute(0, 3, 1, 2)))
+        ours = preprocess.resize_shorter(x.astype(np.float32) / 255.0, size)
+        np.testing.assert_allclose(np.asarray(ours), ref.permute(0, 2, 3, 1).numpy(), atol=1e-4,
+                                   rtol=0)
+
+
+def test_resize_gap_to_uint8_pipeline_is_one_grey_level():
+    """torchvision on uint8 tensors rounds each resize pass to integers; memjax does not."""
+    x = _images(2, 64, 48)
+    ref = v2.Resize(288, antialias=True)(torch.from_numpy(x).permute(0, 3, 1, 2))
+    ours = np.asarray(preprocess.resize_shorter(x.astype(np.float32), 288))
+    gap = np.abs(ours - ref.permute(0, 2, 3, 1).numpy().astype(np.float32))
+    assert gap.max() <= 1.0 + 1e-3
+
+
+def test_center_crop_matches_torchvision():
+    x = _images(1, 61, 50)
+    ref = v2.CenterCrop(33)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(np.asarray(preprocess.center_crop(x, 33)), ref)
+
+
+@pytest.mark.parametrize("native", ["torchscript", "state_dict"])
+def test_sscd_matches_reference(tmp_path, native):
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = _randomize_batchnorm(SSCD(), gen)
+    src = tmp_path / "sscd.pt"
+    if native == "torchscript":
+        torch.jit.script(model).save(str(src))
+    else:
+        torch.save(model.state_dict(), src)
+    dst = tmp_path / "sscd.safetensors"
+    assert convert.main(["sscd", str(src), str(dst)]) == 0
+    images = _images(2, 48, 64)  # non-square: the shorter side goes to 288, aspect kept
+    ref = _reference(model, v2.Compose([v2.Resize(288, antialias=True), NORMALIZE]), images)
+    ex = features.load(f"sscd:{dst}")
+    ours = ex(images, batch_size=2)
+    assert ex.name == "sscd-resnet50" and ex.normalized and ours.shape == (2, 512)
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+    assert np.abs(ref[0] - ref[1]).max() > 1e-3  # the images have distinct features (10x atol)
+
+
+def test_squeezenet_matches_reference(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.squeezenet1_1(weights=None).eval()
+    with torch.no_grad():  # logits of order one rather than 1e-2 (final conv init std 0.01)
+        model.classifier[1].weight.mul_(30.0)
+        model.classifier[1].bias.normal_(0.0, 0.1)
+    src, dst = tmp_path / "squeezenet.pth", tmp_path / "squeezenet.safetensors"
+    torch.save(model.state_dict(), src)
+    assert convert.main(["squeezenet", str(src), str(dst)]) == 0
+    images = _images(3, 64, 64, seed=1)
+    transform = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224), NORMALIZE])
+    ref = _reference(model, transform, images)
+    ex = features.load("squeezenet", dst)
+    ours = ex(images, batch_size=2)  # 3 images in chunks of 2: padding dropped
+    assert ex.name == "squeezenet1_1" and ours.shape == (3, 1000)
+    assert ref.std() > 0.05
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+
+
+def test_convert_rejects_another_architecture(tmp_path):
+    torch.manual_seed(0)
+    src, dst = tmp_path / "squeezenet.pth", tmp_path / "out.safetensors"
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), src)
+    with pytest.raises(ValueError, match="sscd resnet50.*missing keys"):
+        convert.main(["sscd", str(src), str(dst)])
