@@ -11,7 +11,6 @@ from safetensors.numpy import save_file
 
 from memjax import features
 from memjax.features import resnet, squeezenet, weights
-from tests.conftest import run_on_devices
 
 
 def _random_state(build, seed=0):
@@ -111,9 +110,9 @@ def test_max_pool_ceil_mode_matches_loops():
     assert padded.shape == (1, 5, 4, 2) and padded[0, 0, 0, 0] == xp[0, :3, :3, 0].max()
 
 
-def test_extract_shards_and_pads_like_one_device():
+def test_extract_shards_and_pads_like_one_device(on_devices):
     """A weighted extractor on 4 devices, batch 3 (-> chunks of 4), 7 images: equals apply."""
-    out = run_on_devices("""
+    out = on_devices("""
         import json, numpy as np, jax.numpy as jnp
         from memjax.features.base import FeatureExtractor
         w = np.random.default_rng(0).normal(size=(48, 5)).astype(np.float32)
