@@ -149,3 +149,54 @@ def test_convert_rejects_another_architecture(tmp_path):
     torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), src)
     with pytest.raises(ValueError, match="sscd resnet50.*missing keys"):
         convert.main(["sscd", str(src), str(dst)])
+
+
+def _classy_names(state):
+    """SSCD's classy-vision layout (its TorchScript / ``.classy.pt`` files) of a torchvision
+    state dict: ``backbone.initial_block._module.{0,1}``, ``backbone.blocks.I.J._module.
+    convolutional_block.{0,1,3,4,6}`` / ``.bn`` / ``.downsample``, projection ``embeddings.1``."""
+    conv_block = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6"}
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")[1:]  # drop "backbone."
+        if parts[0] in ("conv1", "bn1"):
+            new = ["initial_block", "_module", "0" if parts[0] == "conv1" else "1"] + parts[1:]
+        elif parts[0] == "fc":
+            new = ["embeddings", "1"] + parts[1:]
+        else:
+            i, j, layer = int(parts[0][5:]) - 1, parts[1], parts[2]
+            head = ["blocks", str(i), j, "_module"]
+            if layer in conv_block:
+                new = head + ["convolutional_block", conv_block[layer]] + parts[3:]
+            else:
+                new = head + (["bn"] if layer == "bn3" else [layer]) + parts[3:]
+        out[("" if new[0] == "embeddings" else "backbone.") + ".".join(new)] = value
+    return out
+
+
+def test_sscd_classy_layout_and_resnext(tmp_path):
+    """The classy-vision names convert to the same network; ResNeXt-101 32x4d (disc_large)
+    is read from the file (grouped 3x3 convolutions). Small resize (96) to keep CPU cost low."""
+    torch.manual_seed(1)
+    gen = torch.Generator().manual_seed(1)
+    model = _randomize_batchnorm(SSCD(), gen)
+    src, dst = tmp_path / "sscd.classy.pt", tmp_path / "classy.safetensors"
+    torch.save(_classy_names(model.state_dict()), src)
+    convert.main(["sscd", str(src), str(dst)])
+    images = _images(2, 64, 64, seed=2)
+    transform = v2.Compose([v2.Resize(96, antialias=True), NORMALIZE])
+    np.testing.assert_allclose(features.load(f"sscd:{dst}", size=96)(images),
+                               _reference(model, transform, images), atol=1e-4, rtol=0)
+
+    model.backbone = torchvision.models.ResNet(torchvision.models.resnet.Bottleneck,
+                                               [3, 4, 23, 3], groups=32, width_per_group=4,
+                                               num_classes=1024)
+    model.backbone.avgpool = GeM(3.0)
+    model = _randomize_batchnorm(model, gen)
+    src, dst = tmp_path / "large.pth", tmp_path / "large.safetensors"
+    torch.save(model.state_dict(), src)
+    convert.main(["sscd", str(src), str(dst)])
+    ex = features.load(f"sscd:{dst}", size=96)
+    assert ex.name == "sscd-resnext101" and ex.dim == 1024
+    np.testing.assert_allclose(ex(images), _reference(model, transform, images), atol=1e-4,
+                               rtol=0)
