@@ -80,12 +80,15 @@ def _reference(model, transform, images):
 def test_resize_matches_torchvision(shape):
     h, w = shape
     x = _images(2, h, w, seed=h)
+    tx = v2.ToDtype(torch.float32, scale=True)(torch.from_numpy(x).permute(0, 3, 1, 2))
+    modes = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
     for size in (288, 256, 20):
-        ref = v2.Resize(size, antialias=True)(
-            v2.ToDtype(torch.float32, scale=True)(torch.from_numpy(x).permute(0, 3, 1, 2)))
-        ours = preprocess.resize_shorter(x.astype(np.float32) / 255.0, size)
-        np.testing.assert_allclose(np.asarray(ours), ref.permute(0, 2, 3, 1).numpy(), atol=1e-4,
-                                   rtol=0)
+        for method, antialias in (("bilinear", True), ("bicubic", True), ("bilinear", False)):
+            ref = v2.Resize(size, interpolation=modes[method], antialias=antialias)(tx)
+            ours = preprocess.resize_shorter(x.astype(np.float32) / 255.0, size, method=method,
+                                             antialias=antialias)
+            np.testing.assert_allclose(np.asarray(ours), ref.permute(0, 2, 3, 1).numpy(),
+                                       atol=1e-4, rtol=0, err_msg=f"{method} {antialias} {size}")
 
 
 def test_resize_gap_to_uint8_pipeline_is_one_grey_level():

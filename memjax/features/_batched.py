@@ -31,7 +31,7 @@ def check_images(images) -> np.ndarray:
     return x
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def _per_image(extractor: FeatureExtractor):
     """The per-image function for :func:`memjax.parallel.batched_map` (one per extractor, so
     its compilation is reused across calls)."""

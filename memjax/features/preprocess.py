@@ -45,17 +45,31 @@ def _check_size(name: str, size) -> None:
         raise ValueError(f"{name}: expected a positive int, got {size!r}")
 
 
-def resize(x: Float[Array, "b h w c"], height: int, width: int) -> Float[Array, "b H W c"]:
-    """Antialiased bilinear resize to ``[b, height, width, c]`` (torchvision ``Resize``)."""
+def resize(x: Float[Array, "b h w c"], height: int, width: int, *, method: str = "bilinear",
+           antialias: bool = True) -> Float[Array, "b H W c"]:
+    """Resize to ``[b, height, width, c]`` as torchvision's ``Resize([height, width])``.
+
+    Args:
+      method: ``"bilinear"`` (triangle filter) or ``"bicubic"`` (Keys cubic with ``a = -1/2``,
+        which is torch's antialiased bicubic and PIL's; torch's non-antialiased bicubic uses
+        ``a = -3/4`` and is not reproduced).
+      antialias: widen the filter by the downscaling factor (module docstring). ``False`` with
+        ``"bilinear"`` is ``F.interpolate(mode="bilinear", align_corners=False)`` (pytorch-fid's
+        resize to 299).
+    """
     _check_size("height", height)
     _check_size("width", width)
+    methods = {"bilinear": "linear", "bicubic": "cubic"}
+    if method not in methods or (method == "bicubic" and not antialias):
+        raise ValueError(f"method: expected 'bilinear' or antialiased 'bicubic', got {method!r} "
+                         f"(antialias={antialias})")
     b, h, w, c = x.shape
     if (h, w) == (height, width):
         return x
     scale = jnp.array([height / h, width / w], jnp.float32)
     return jax.image.scale_and_translate(
-        x, (b, height, width, c), (1, 2), scale, jnp.zeros(2, jnp.float32), method="linear",
-        antialias=True)
+        x, (b, height, width, c), (1, 2), scale, jnp.zeros(2, jnp.float32),
+        method=methods[method], antialias=antialias)
 
 
 def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -66,9 +80,10 @@ def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
-def resize_shorter(x: Float[Array, "b h w c"], size: int) -> Float[Array, "b H W c"]:
-    """``Resize(size)``: the shorter side becomes ``size``, the aspect ratio is kept."""
-    return resize(x, *shorter_side_size(x.shape[1], x.shape[2], size))
+def resize_shorter(x: Float[Array, "b h w c"], size: int, **kwargs) -> Float[Array, "b H W c"]:
+    """``Resize(size)``: the shorter side becomes ``size``, the aspect ratio is kept
+    (``kwargs``: :func:`resize`'s ``method`` and ``antialias``)."""
+    return resize(x, *shorter_side_size(x.shape[1], x.shape[2], size), **kwargs)
 
 
 def center_crop(x: Float[Array, "b h w c"], size: int) -> Float[Array, "b size size c"]:
