@@ -76,13 +76,13 @@ def _reference(model, transform, images):
         return model(transform(v2.ToDtype(torch.float32, scale=True)(x))).numpy()
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (60, 44), (300, 200), (517, 389), (32, 32)])
+@pytest.mark.parametrize("shape", [(64, 64), (60, 44), (517, 389)])
 def test_resize_matches_torchvision(shape):
     h, w = shape
     x = _images(2, h, w, seed=h)
     tx = v2.ToDtype(torch.float32, scale=True)(torch.from_numpy(x).permute(0, 3, 1, 2))
     modes = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
-    for size in (288, 256, 20):
+    for size in (288, 20):  # up- and downscaling
         for method, antialias in (("bilinear", True), ("bicubic", True), ("bilinear", False)):
             ref = v2.Resize(size, interpolation=modes[method], antialias=antialias)(tx)
             ours = preprocess.resize_shorter(x.astype(np.float32) / 255.0, size, method=method,
