@@ -23,7 +23,7 @@ shape. They reproduce torchvision's tensor transforms on float tensors:
 uint8 pipelines (PIL images, or torchvision on ``uint8`` tensors) additionally round the
 resized image to integers, in two passes (width, then height); memjax resizes in float32 and
 does not, so on ``uint8`` input its resized pixels differ from those pipelines by at most about
-one grey level (``tests/test_features_load.py`` documents the measured gap) and equal the
+one grey level (``tests/test_features_sscd_squeezenet_interop.py`` checks the gap) and equal the
 float pipeline ``ToDtype(float32, scale=True)`` -> ``Resize`` to float rounding.
 """
 
