@@ -1,0 +1,98 @@
+"""FID Inception-v3 against pytorch-fid's ``InceptionV3([3], use_fid_inception=True)`` with random
+weights (nothing downloaded), preprocessing included: raw uint8 images in, pool3 features out."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from memjax.features import inception
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """``(pytorch-fid InceptionV3, pt_inception-named file, InceptionV3-named file)``.
+
+    ``fid_inception_v3()`` builds the FID network and then loads the published weights with
+    ``load_state_dict_from_url``; with that download replaced by random weights (torch's
+    default initialisation, batch-norm statistics and affine terms drawn at random) the test
+    builds pytorch-fid's own modules offline.
+    """
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+    fid_inception = pytest.importorskip("pytorch_fid.inception")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: None)
+        mp.setattr(fid_inception.torchvision.models.Inception3, "load_state_dict",
+                   lambda self, state_dict, *a, **k: None)
+        net = fid_inception.fid_inception_v3()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.2)
+                m.running_mean.normal_(0.0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    with pytest.MonkeyPatch.context() as mp:  # the "download" returns our random weights
+        mp.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: state)
+        model = fid_inception.InceptionV3([3], use_fid_inception=True).eval()
+    folder = tmp_path_factory.mktemp("inception")
+    pt_file, blocks_file = folder / "pt_inception.safetensors", folder / "blocks.safetensors"
+    safetensors_torch.save_file(state, str(pt_file))
+    safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                                str(blocks_file))
+    return model, pt_file, blocks_file
+
+
+def test_inception_matches_pytorch_fid(reference):
+    import torch
+
+    model, pt_file, _ = reference
+    images = np.random.default_rng(0).integers(0, 256, (2, 48, 40, 3), dtype=np.uint8)
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        ref = model(x)[0][:, :, 0, 0].numpy()
+    extractor = inception.load(pt_file)
+    assert (extractor.name, extractor.dim, extractor.normalized) == ("inception-fid", 2048, False)
+    got = jax.jit(lambda f, x: f(x))(extractor.apply, images.astype(np.float32) / 255.0)
+    assert float(np.abs(ref).max()) > 0.1  # a non-degenerate network
+    np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4, rtol=0)
+
+
+def test_inception_module_state_dict_names(reference):
+    """The ``InceptionV3`` wrapper's ``blocks.i.j.*`` keys load to the same weights."""
+    _, pt_file, blocks_file = reference
+    a = jax.tree_util.tree_leaves(inception.load(pt_file).apply)  # the weights
+    b = jax.tree_util.tree_leaves(inception.load(blocks_file).apply)
+    assert len(a) == len(b) == 94 * 5  # 94 BasicConv2d: kernel + BN scale, bias, mean, var
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_inception_bad_weights(reference, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    _, pt_file, _ = reference
+    with pytest.raises(ValueError, match="no such file"):
+        inception.load(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable .safetensors"):
+        inception.load(tmp_path / "junk.safetensors")
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(tmp_path / "resnet.safetensors"))
+    with pytest.raises(ValueError, match="not a FID Inception-v3 state dict: missing Conv2d_1a_3x3"):
+        inception.load(tmp_path / "resnet.safetensors")
+    from safetensors.numpy import load_file, save_file as save_np
+
+    state = load_file(str(pt_file))
+    state["Mixed_6b.branch7x7_2.conv.weight"] = np.zeros((160, 128, 1, 7), np.float32)
+    save_np(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"'Mixed_6b.branch7x7_2.conv.weight' has shape "
+                                         r"\(160, 128, 1, 7\).*expects \(128, 128, 1, 7\)"):
+        inception.load(tmp_path / "bad.safetensors")
