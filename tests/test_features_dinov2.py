@@ -13,9 +13,6 @@ from memjax.features import dinov2
 
 pytestmark = pytest.mark.interop
 
-IMAGENET = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
-
-
 def _hf_model(tmp_path, **config):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -30,19 +27,11 @@ def _hf_model(tmp_path, **config):
     return model
 
 
-def _reference(model, images: np.ndarray, resize=256, crop=224) -> np.ndarray:
+def _reference(path, images, resize=256, crop=224) -> np.ndarray:
     """HF's BitImageProcessor (facebook/dinov2 settings) on the float images, then the model."""
-    import torch
-    from transformers import BitImageProcessor
+    from memjax.features import _torch_reference
 
-    proc = BitImageProcessor(size={"shortest_edge": resize}, resample=3,
-                             crop_size={"height": crop, "width": crop}, **IMAGENET)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    pixels = proc(images=list(x), do_rescale=False, return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        out = model(pixel_values=pixels)
-    np.testing.assert_array_equal(out.pooler_output.numpy(), out.last_hidden_state[:, 0].numpy())
-    return out.pooler_output.numpy()
+    return _torch_reference.dinov2_reference(path, resize=resize, crop=crop)(images)
 
 
 def _memjax(extractor, images):
@@ -55,9 +44,9 @@ def _memjax(extractor, images):
     (56, (2, 32, 32, 3)),    # grid 4 x 4, enlarged to 16 x 16
 ])
 def test_dinov2_matches_transformers(tmp_path, image_size, shape):
-    model = _hf_model(tmp_path, image_size=image_size)
+    _hf_model(tmp_path, image_size=image_size)
     images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    ref = _reference(model, images)
+    ref = _reference(tmp_path, images)
     raw = dinov2.load(tmp_path, normalized=False)
     assert (raw.name, raw.dim, raw.normalized) == ("dinov2-d48x2p14", 48, False)
     np.testing.assert_allclose(_memjax(raw, images), ref, atol=1e-4, rtol=0)
@@ -72,7 +61,7 @@ def test_dinov2_swiglu_and_key_layouts(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     model = _hf_model(tmp_path, image_size=56, use_swiglu_ffn=True)
     images = np.random.default_rng(1).integers(0, 256, (2, 30, 30, 3), dtype=np.uint8)
-    ref = _reference(model, images, resize=28, crop=28)
+    ref = _reference(tmp_path, images, resize=28, crop=28)
     got = _memjax(dinov2.load(tmp_path, normalized=False, resize=28, crop=28), images)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
 

@@ -7,41 +7,23 @@ import jax
 import numpy as np
 import pytest
 
-from memjax.features import inception
+from memjax.features import _resize, inception
 
 pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """``(pytorch-fid InceptionV3, pt_inception-named file, InceptionV3-named file)``.
-
-    ``fid_inception_v3()`` builds the FID network and then loads the published weights with
-    ``load_state_dict_from_url``; with that download replaced by random weights (torch's
-    default initialisation, batch-norm statistics and affine terms drawn at random) the test
-    builds pytorch-fid's own modules offline.
-    """
-    torch = pytest.importorskip("torch")
+    """``(pytorch-fid InceptionV3, pt_inception-named file, InceptionV3-named file)``, random
+    weights built offline by pytorch-fid's own code (:mod:`memjax.features._torch_reference`)."""
+    pytest.importorskip("torch")
     pytest.importorskip("torchvision")
-    fid_inception = pytest.importorskip("pytorch_fid.inception")
+    pytest.importorskip("pytorch_fid")
     safetensors_torch = pytest.importorskip("safetensors.torch")
-    torch.manual_seed(0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: None)
-        mp.setattr(fid_inception.torchvision.models.Inception3, "load_state_dict",
-                   lambda self, state_dict, *a, **k: None)
-        net = fid_inception.fid_inception_v3()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    with pytest.MonkeyPatch.context() as mp:  # the "download" returns our random weights
-        mp.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: state)
-        model = fid_inception.InceptionV3([3], use_fid_inception=True).eval()
+    from memjax.features import _torch_reference
+
+    state = _torch_reference.random_inception_state(0)
+    model = _torch_reference.pytorch_fid_model(state)
     folder = tmp_path_factory.mktemp("inception")
     pt_file, blocks_file = folder / "pt_inception.safetensors", folder / "blocks.safetensors"
     safetensors_torch.save_file(state, str(pt_file))
@@ -51,13 +33,11 @@ def reference(tmp_path_factory):
 
 
 def test_inception_matches_pytorch_fid(reference):
-    import torch
+    from memjax.features import _torch_reference
 
-    model, pt_file, _ = reference
+    _, pt_file, _ = reference
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 40, 3), dtype=np.uint8)
-    with torch.no_grad():
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        ref = model(x)[0][:, :, 0, 0].numpy()
+    ref = _torch_reference.inception_reference(pt_file)(images)
     extractor = inception.load(pt_file)
     assert (extractor.name, extractor.dim, extractor.normalized) == ("inception-fid", 2048, False)
     got = jax.jit(lambda f, x: f(x))(extractor.apply, images.astype(np.float32) / 255.0)
@@ -96,3 +76,18 @@ def test_inception_bad_weights(reference, tmp_path):
     with pytest.raises(ValueError, match=r"'Mixed_6b.branch7x7_2.conv.weight' has shape "
                                          r"\(160, 128, 1, 7\).*expects \(128, 128, 1, 7\)"):
         inception.load(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("method, antialias", [("bilinear", False), ("bicubic", False),
+                                               ("bicubic", True), ("bilinear", True)])
+@pytest.mark.parametrize("size", [(7, 9), (23, 31)])
+def test_resize_matches_torch_interpolate(method, antialias, size):
+    """The resize matrices reproduce ``F.interpolate(..., align_corners=False)``, shrinking and
+    enlarging (the 299 x 299 input of Inception, DINOv2's shorter side and its pos-embed grid)."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).uniform(size=(2, 13, 17, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=size,
+                                              mode=method, align_corners=False, antialias=antialias)
+    got = _resize.resize(x, size, method, antialias=antialias)
+    np.testing.assert_allclose(np.asarray(got), ref.permute(0, 2, 3, 1).numpy(), atol=2e-6, rtol=0)
