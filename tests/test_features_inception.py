@@ -1,5 +1,6 @@
 """FID Inception-v3 against pytorch-fid's ``InceptionV3([3], use_fid_inception=True)`` with random
-weights (nothing downloaded), preprocessing included: raw uint8 images in, pool3 features out."""
+weights (nothing downloaded), preprocessing included: raw uint8 images in, pool3 features out;
+and the checks on weight files (fast, NumPy-written files, no torch)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from memjax.features import _resize, inception
-
-pytestmark = pytest.mark.interop
+from memjax.features import _resize, _torch_weights, inception
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module")  # used by the interop tests only
 def reference(tmp_path_factory):
     """``(pytorch-fid InceptionV3, pt_inception-named file, InceptionV3-named file)``, random
     weights built offline by pytorch-fid's own code (:mod:`memjax.features._torch_reference`)."""
@@ -32,6 +31,7 @@ def reference(tmp_path_factory):
     return model, pt_file, blocks_file
 
 
+@pytest.mark.interop
 def test_inception_matches_pytorch_fid(reference):
     from memjax.features import _torch_reference
 
@@ -45,6 +45,7 @@ def test_inception_matches_pytorch_fid(reference):
     np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.interop
 def test_inception_module_state_dict_names(reference):
     """The ``InceptionV3`` wrapper's ``blocks.i.j.*`` keys load to the same weights."""
     _, pt_file, blocks_file = reference
@@ -55,29 +56,28 @@ def test_inception_module_state_dict_names(reference):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
-def test_inception_bad_weights(reference, tmp_path):
-    import torch
-    from safetensors.torch import save_file
+def test_inception_bad_weights(tmp_path):
+    from safetensors.numpy import save_file
 
-    _, pt_file, _ = reference
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="missing.safetensors: no such file"):
         inception.load(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="not a readable .safetensors"):
         inception.load(tmp_path / "junk.safetensors")
-    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, str(tmp_path / "resnet.safetensors"))
-    with pytest.raises(ValueError, match="not a FID Inception-v3 state dict: missing Conv2d_1a_3x3"):
+    save_file({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)}, str(tmp_path / "resnet.safetensors"))
+    with pytest.raises(ValueError, match="resnet.safetensors: not a FID Inception-v3 state dict: "
+                                         "missing Conv2d_1a_3x3"):
         inception.load(tmp_path / "resnet.safetensors")
-    from safetensors.numpy import load_file, save_file as save_np
+    shapes = _torch_weights.expected_shapes(inception.skeleton())
+    assert len(shapes) == 94 * 5 and shapes["Mixed_7c.branch_pool.conv.weight"] == (192, 2048, 1, 1)
+    save_file({k: np.zeros((1,) * len(v), np.float32) for k, v in shapes.items()},
+              str(tmp_path / "small.safetensors"))
+    with pytest.raises(ValueError, match=r"small.safetensors: weight 'Conv2d_1a_3x3.bn.bias' has "
+                                         r"shape \(1,\), the FID Inception-v3 configuration expects \(32,\)"):
+        inception.load(tmp_path / "small.safetensors")
 
-    state = load_file(str(pt_file))
-    state["Mixed_6b.branch7x7_2.conv.weight"] = np.zeros((160, 128, 1, 7), np.float32)
-    save_np(state, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(ValueError, match=r"'Mixed_6b.branch7x7_2.conv.weight' has shape "
-                                         r"\(160, 128, 1, 7\).*expects \(128, 128, 1, 7\)"):
-        inception.load(tmp_path / "bad.safetensors")
 
-
+@pytest.mark.interop
 @pytest.mark.parametrize("method, antialias", [("bilinear", False), ("bicubic", False),
                                                ("bicubic", True), ("bilinear", True)])
 @pytest.mark.parametrize("size", [(7, 9), (23, 31)])

@@ -22,9 +22,10 @@ are ignored.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -52,36 +53,59 @@ def _key(path: tuple) -> str:
     return ".".join(names)
 
 
-def _to_flax(w: np.ndarray, ndim: int, leaf: str) -> np.ndarray:
-    if leaf == "kernel" and w.ndim == 2 == ndim:
-        return w.T
-    if leaf == "kernel" and w.ndim == 4 == ndim:
-        return w.transpose(2, 3, 1, 0)
-    return w
+def shape_only(key, shape, dtype=jnp.float32) -> jax.ShapeDtypeStruct:
+    """An NNX initialiser that allocates nothing: the value is filled from a state dict."""
+    del key
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
-def fill(build: Callable[[], nnx.Module], tensors: Mapping[str, np.ndarray], path: str,
-         what: str) -> nnx.Module:
-    """Builds ``build()`` abstractly (no initialisation) and sets every variable from ``tensors``.
+class Skeleton(NamedTuple):
+    """A network's structure without weights: NNX graph, state tree and, per variable, its
+    (state-dict key, NNX leaf name, expected shape in the PyTorch layout)."""
+    graphdef: Any
+    treedef: Any
+    specs: list[tuple[str, str, tuple]]
+
+
+def skeleton(build: Callable[[], nnx.Module]) -> Skeleton:
+    """The :class:`Skeleton` of ``build()`` (layers built with :func:`shape_only` initialisers;
+    cache it: NNX construction costs seconds for Inception-v3)."""
+    graphdef, abstract = nnx.split(build())
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    specs = [(_key(p), str(getattr(p[-2], "key", "")), tuple(v.shape)) for p, v in leaves]
+    return Skeleton(graphdef, treedef, [(k, leaf, _torch_shape(s, leaf)) for k, leaf, s in specs])
+
+
+def expected_shapes(skel: Skeleton) -> dict[str, tuple]:
+    """``{state-dict key: shape in the PyTorch layout}`` of a network."""
+    return {key: shape for key, _, shape in skel.specs}
+
+
+def fill(skel: Skeleton, tensors: Mapping[str, np.ndarray], path: str, what: str) -> nnx.Module:
+    """The network of ``skel`` with every variable set from ``tensors``.
 
     Raises ``ValueError`` (naming ``path``) listing missing keys, or the first shape mismatch.
     """
-    graphdef, abstract = nnx.split(nnx.eval_shape(build))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-    missing = [_key(p) for p, _ in leaves if _key(p) not in tensors]
+    missing = [key for key, _, _ in skel.specs if key not in tensors]
     if missing:
         shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
         raise ValueError(f"{path}: not a {what} state dict: missing {shown}")
     values = []
-    for p, spec in leaves:
-        key, leaf = _key(p), str(getattr(p[-2], "key", "")) if len(p) > 1 else ""
-        w = _to_flax(np.asarray(tensors[key]), len(spec.shape), leaf)
-        if tuple(w.shape) != tuple(spec.shape):
-            raise ValueError(f"{path}: weight {key!r} has shape {tuple(np.shape(tensors[key]))}, "
-                             f"the {what} configuration expects {_torch_shape(spec.shape, leaf)}")
-        values.append(np.asarray(w, dtype=np.float32))
-    state = jax.tree_util.tree_unflatten(treedef, values)
-    return nnx.merge(graphdef, state)
+    for key, leaf, shape in skel.specs:
+        w = np.asarray(tensors[key])
+        if tuple(w.shape) != shape:
+            raise ValueError(f"{path}: weight {key!r} has shape {tuple(w.shape)}, the {what} "
+                             f"configuration expects {shape}")
+        values.append(jnp.asarray(_to_flax(w, leaf), dtype=jnp.float32))
+    return nnx.merge(skel.graphdef, jax.tree_util.tree_unflatten(skel.treedef, values))
+
+
+def _to_flax(w: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and w.ndim == 2:
+        return w.T
+    if leaf == "kernel" and w.ndim == 4:
+        return w.transpose(2, 3, 1, 0)
+    return w
 
 
 def _torch_shape(shape: tuple, leaf: str) -> tuple:

@@ -33,6 +33,7 @@ always uses the Hugging Face rule (:mod:`memjax.features.vit`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -178,6 +179,12 @@ def read_checkpoint(path: str, arch: str | None = None) -> tuple[ViTConfig, dict
     return config, tensors
 
 
+@functools.lru_cache(maxsize=4)
+def skeleton(config: ViTConfig) -> _torch_weights.Skeleton:
+    """The network's structure and expected state-dict shapes for ``config`` (cached)."""
+    return _torch_weights.skeleton(lambda: Dinov2(config, rngs=nnx.Rngs(0)))
+
+
 def preprocess(x: Float[Array, "b h w 3"], resize: int | None = 256, crop: int | None = 224,
                mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Float[Array, "b s s 3"]:
     """Steps 1-3 of the module docstring on float images in ``[0, 1]``."""
@@ -208,8 +215,7 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
       resize, crop: preprocessing sizes (``None`` skips the step).
     """
     config, tensors = read_checkpoint(path, arch)
-    model = _torch_weights.fill(lambda: Dinov2(config, rngs=nnx.Rngs(0)), tensors, os.fspath(path),
-                                "DINOv2")
+    model = _torch_weights.fill(skeleton(config), tensors, os.fspath(path), "DINOv2")
 
     def forward(m: Dinov2, images):
         x = preprocess(images, resize, crop)

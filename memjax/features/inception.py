@@ -23,6 +23,7 @@ state dict (``blocks.0.0.conv.weight``, ...), saved as safetensors (the ``.pth``
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -70,8 +71,10 @@ class BasicConv2d(nnx.Module):
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         ph, pw = (padding, padding) if isinstance(padding, int) else padding
         self.conv = nnx.Conv(cin, cout, (kh, kw), strides=stride, padding=((ph, ph), (pw, pw)),
-                             use_bias=False, rngs=rngs)
-        self.bn = nnx.BatchNorm(cout, epsilon=1e-3, use_running_average=True, rngs=rngs)
+                             use_bias=False, kernel_init=_torch_weights.shape_only, rngs=rngs)
+        self.bn = nnx.BatchNorm(cout, epsilon=1e-3, use_running_average=True,
+                                scale_init=_torch_weights.shape_only,
+                                bias_init=_torch_weights.shape_only, rngs=rngs)
 
     def __call__(self, x):
         return jax.nn.relu(self.bn(self.conv(x)))
@@ -217,6 +220,12 @@ class FIDInceptionV3(nnx.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
+@functools.lru_cache(maxsize=1)
+def skeleton() -> _torch_weights.Skeleton:
+    """The network's structure and expected state-dict shapes (built once per process)."""
+    return _torch_weights.skeleton(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)))
+
+
 def canonical_keys(tensors: dict) -> dict:
     """``blocks.i.j.*`` (the ``InceptionV3`` wrapper's keys) -> the pt_inception names."""
     out = {}
@@ -244,8 +253,7 @@ def load(path: str, *, resize: bool = True, batch_size: int = 50) -> FeatureExtr
     """
     path = os.fspath(path)
     tensors = canonical_keys(_torch_weights.read_safetensors(path, "FID Inception-v3"))
-    model = _torch_weights.fill(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)), tensors, path,
-                                "FID Inception-v3")
+    model = _torch_weights.fill(skeleton(), tensors, path, "FID Inception-v3")
 
     def forward(m: FIDInceptionV3, images):
         x = preprocess(images, resize)

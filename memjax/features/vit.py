@@ -29,6 +29,7 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from memjax.features import _resize
+from memjax.features._torch_weights import shape_only
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -65,12 +66,13 @@ class ViTConfig:
 
 
 def _linear(i: int, o: int, rngs: nnx.Rngs, bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(i, o, use_bias=bias, rngs=rngs)
+    return nnx.Linear(i, o, use_bias=bias, kernel_init=shape_only, bias_init=shape_only, rngs=rngs)
 
 
 def _layer_norm(d: int, eps: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
     # two-pass variance, as torch (the one-pass E[x^2] - E[x]^2 loses digits on large means)
-    return nnx.LayerNorm(d, epsilon=eps, use_fast_variance=False, rngs=rngs)
+    return nnx.LayerNorm(d, epsilon=eps, use_fast_variance=False, scale_init=shape_only,
+                         bias_init=shape_only, rngs=rngs)
 
 
 class Attention(nnx.Module):
@@ -114,7 +116,7 @@ class SwiGLU(nnx.Module):
 
 class LayerScale(nnx.Module):
     def __init__(self, d: int):
-        self.lambda1 = nnx.Param(jnp.ones((d,)))
+        self.lambda1 = nnx.Param(shape_only(None, (d,)))
 
     def __call__(self, z):
         return z * self.lambda1[...]
@@ -139,7 +141,8 @@ class PatchEmbeddings(nnx.Module):
     def __init__(self, c: ViTConfig, rngs: nnx.Rngs):
         p = c.patch_size
         self.projection = nnx.Conv(c.num_channels, c.hidden_size, kernel_size=(p, p),
-                                   strides=(p, p), padding="VALID", rngs=rngs)
+                                   strides=(p, p), padding="VALID", kernel_init=shape_only,
+                                   bias_init=shape_only, rngs=rngs)
 
     def __call__(self, x):
         y = self.projection(x)
@@ -150,8 +153,8 @@ class Embeddings(nnx.Module):
     def __init__(self, c: ViTConfig, rngs: nnx.Rngs):
         d, g = c.hidden_size, c.image_size // c.patch_size
         self.patch_size = c.patch_size
-        self.cls_token = nnx.Param(jnp.zeros((1, 1, d)))
-        self.position_embeddings = nnx.Param(jnp.zeros((1, g * g + 1, d)))
+        self.cls_token = nnx.Param(shape_only(None, (1, 1, d)))
+        self.position_embeddings = nnx.Param(shape_only(None, (1, g * g + 1, d)))
         self.patch_embeddings = PatchEmbeddings(c, rngs)
 
     def positions(self, gh: int, gw: int) -> Float[Array, "1 n d"]:
