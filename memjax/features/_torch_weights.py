@@ -3,15 +3,11 @@ r"""Filling a Flax NNX network from a PyTorch state dict read with safetensors (
 The NNX modules of :mod:`memjax.features` name their attributes as the PyTorch modules they
 port, so a variable's path in the NNX state *is* the state-dict key after renaming the leaf:
 
-=========================  ==================  ==============================================
-NNX leaf                   state-dict leaf     layout change
-=========================  ==================  ==============================================
-``Linear.kernel [i, o]``   ``weight [o, i]``   transpose
-``Conv.kernel [h,w,i,o]``  ``weight [o,i,h,w]`` ``transpose(2, 3, 1, 0)``
-``LayerNorm.scale``        ``weight``
-``BatchNorm.scale/mean/var``  ``weight / running_mean / running_var``
-anything else              same name
-=========================  ==================  ==============================================
+* ``Linear.kernel [i, o]`` <- ``weight [o, i]`` (transposed);
+* ``Conv.kernel [h, w, i, o]`` <- ``weight [o, i, h, w]`` (``transpose(2, 3, 1, 0)``);
+* ``LayerNorm.scale``, ``BatchNorm.scale`` <- ``weight``; ``BatchNorm.mean / var`` <-
+  ``running_mean / running_var``;
+* any other leaf keeps its name and layout.
 
 Every tensor is checked before use: a missing file, missing keys (a file for another
 architecture) or a shape that does not match the configuration raise ``ValueError`` naming the

@@ -23,11 +23,13 @@ images in ``[0, 1]``:
 2. center crop ``crop = 224`` with corner ``((h - 224) // 2, (w - 224) // 2)``;
 3. normalise with the ImageNet mean ``(0.485, 0.456, 0.406)`` and std ``(0.229, 0.224, 0.225)``.
 
-The processor itself resizes ``uint8`` tensors and rounds the result to ``uint8``; memjax keeps
-float32 throughout, so it equals the processor up to that rounding (at most 1/510 per pixel
-before normalisation). ``resize=None`` / ``crop=None`` skip a step. The original
-facebookresearch code interpolates its positional embeddings with a ``+0.1`` scale offset; memjax
-always uses the Hugging Face rule (:mod:`memjax.features.vit`).
+This equals ``BitImageProcessor`` applied to the float images with ``do_rescale=False``
+(the interop test runs exactly that). Given ``uint8`` images the processor resizes them in
+``uint8``, rounding and clamping the result (measured on 120 x 160 -> 256 x 341: about 1 grey
+level at most on smooth images, mean 0.3; up to 39 levels on pixel noise, where bicubic
+overshoots); memjax keeps float32 throughout instead. ``resize=None`` / ``crop=None`` skip a
+step. The original facebookresearch code interpolates its positional embeddings with a ``+0.1``
+scale offset; memjax always uses the Hugging Face rule (:mod:`memjax.features.vit`).
 """
 
 from __future__ import annotations
