@@ -133,6 +133,8 @@ def test_dinov2_bad_weights(tmp_path):
     (tmp_path / "config.json").unlink()  # shapes from the weights; 48 is no published width
     with pytest.raises(ValueError, match="hidden size 48 is not a published DINOv2 size"):
         dinov2.load(tmp_path)
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        dinov2.load(tmp_path, precision="float64")
     with pytest.raises(ValueError, match="arch: expected one of"):
         dinov2.load(tmp_path, arch="vit-tiny")
     with pytest.raises(ValueError, match="not a readable .safetensors"):

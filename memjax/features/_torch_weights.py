@@ -112,15 +112,29 @@ def _torch_shape(shape: tuple, leaf: str) -> tuple:
     return tuple(shape)
 
 
-def pure_apply(module: nnx.Module, forward: Callable) -> jax.tree_util.Partial:
+PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+
+
+def pure_apply(module: nnx.Module, forward: Callable, precision: str = "highest"
+               ) -> jax.tree_util.Partial:
     """``apply(images)`` as a :class:`jax.tree_util.Partial` whose leaves are the weights.
 
     Passed as an argument to ``jax.jit`` the weights are traced inputs (not constants baked into
-    the program); called directly it is ``forward(module, images)``.
+    the program); called directly it is ``forward(module, images)``. Matrix products and
+    convolutions run at ``precision`` (``jax.default_matmul_precision``): ``"highest"`` keeps
+    float32 on GPUs (no TF32) and TPUs (no single bfloat16 pass), so features match the float32
+    reference there too; ``"default"`` trades that for speed.
     """
+    check_precision(precision)
     graphdef, state = nnx.split(module)
 
     def apply(state, images):
-        return forward(nnx.merge(graphdef, state), images)
+        with jax.default_matmul_precision(precision):
+            return forward(nnx.merge(graphdef, state), images)
 
     return jax.tree_util.Partial(apply, state)

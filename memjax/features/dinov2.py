@@ -206,7 +206,8 @@ def _name(c: ViTConfig) -> str:
 
 
 def load(path: str, *, arch: str | None = None, normalized: bool = True, resize: int | None = 256,
-         crop: int | None = 224, batch_size: int = 64) -> FeatureExtractor:
+         crop: int | None = 224, batch_size: int = 64, precision: str = "highest"
+         ) -> FeatureExtractor:
     """DINOv2 CLS features from a ``Dinov2Model`` directory or safetensors file (module docstring).
 
     Args:
@@ -215,7 +216,9 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
         ``config.json`` is present (otherwise inferred from the hidden size).
       normalized: L2-normalise the features (cosine similarities by inner product).
       resize, crop: preprocessing sizes (``None`` skips the step).
+      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.pure_apply`).
     """
+    _torch_weights.check_precision(precision)
     config, tensors = read_checkpoint(path, arch)
     model = _torch_weights.fill(skeleton(config), tensors, os.fspath(path), "DINOv2")
 
@@ -229,5 +232,6 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
             f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
         return f
 
-    return FeatureExtractor(_name(config), config.hidden_size, _torch_weights.pure_apply(model, forward),
-                            normalized=normalized, batch_size=batch_size)
+    apply = _torch_weights.pure_apply(model, forward, precision)
+    return FeatureExtractor(_name(config), config.hidden_size, apply, normalized=normalized,
+                            batch_size=batch_size)

@@ -244,14 +244,17 @@ def preprocess(x: Float[Array, "b h w 3"], resize: bool = True) -> Float[Array, 
     return 2.0 * x - 1.0
 
 
-def load(path: str, *, resize: bool = True, batch_size: int = 50) -> FeatureExtractor:
+def load(path: str, *, resize: bool = True, batch_size: int = 50, precision: str = "highest"
+         ) -> FeatureExtractor:
     """pytorch-fid's Inception pool3 features (module docstring) from a safetensors state dict.
 
     Args:
       path: ``.safetensors`` with the pt_inception (or ``InceptionV3`` module) key names.
       resize: resize inputs to 299 x 299 first (pytorch-fid's ``resize_input``).
+      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.pure_apply`).
     """
     path = os.fspath(path)
+    _torch_weights.check_precision(precision)
     tensors = canonical_keys(_torch_weights.read_safetensors(path, "FID Inception-v3"))
     model = _torch_weights.fill(skeleton(), tensors, path, "FID Inception-v3")
 
@@ -262,5 +265,6 @@ def load(path: str, *, resize: bool = True, batch_size: int = 50) -> FeatureExtr
                              f"{x.shape[1:3]}")
         return m(x)
 
-    return FeatureExtractor("inception-fid", 2048, _torch_weights.pure_apply(model, forward),
+    apply = _torch_weights.pure_apply(model, forward, precision)
+    return FeatureExtractor("inception-fid", 2048, apply,
                             normalized=False, batch_size=batch_size)
