@@ -53,7 +53,8 @@ def _reference(path, images, resize=256, crop=224) -> np.ndarray:
 
 def _memjax(extractor, images):
     x = np.asarray(images, np.float32) / 255.0
-    return np.asarray(jax.jit(lambda f, x: f(x))(extractor.apply, x))
+    weights, forward = _torch_weights.weights_and_forward(extractor)
+    return np.asarray(jax.jit(forward)(weights, x))
 
 
 @pytest.mark.interop
@@ -147,7 +148,7 @@ def test_dinov2_loads_and_checks_images(tmp_path):
     extractor = dinov2.load(tmp_path, resize=None, crop=None)
     assert (extractor.name, extractor.dim, extractor.normalized) == ("dinov2-d48x2p14", 48, True)
     x = np.random.default_rng(0).uniform(size=(2, 28, 42, 3)).astype(np.float32)
-    f = np.asarray(jax.jit(lambda a, x: a(x))(extractor.apply, x))
+    f = _memjax(extractor, x * 255.0)
     np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="images: expected at least 14 pixels per side"):
         extractor.apply(x[:, :10])

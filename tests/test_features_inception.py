@@ -40,7 +40,8 @@ def test_inception_matches_pytorch_fid(reference):
     ref = _torch_reference.inception_reference(pt_file)(images)
     extractor = inception.load(pt_file)
     assert (extractor.name, extractor.dim, extractor.normalized) == ("inception-fid", 2048, False)
-    got = jax.jit(lambda f, x: f(x))(extractor.apply, images.astype(np.float32) / 255.0)
+    weights, forward = _torch_weights.weights_and_forward(extractor)
+    got = jax.jit(forward)(weights, images.astype(np.float32) / 255.0)
     assert float(np.abs(ref).max()) > 0.1  # a non-degenerate network
     np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4, rtol=0)
 
@@ -49,8 +50,8 @@ def test_inception_matches_pytorch_fid(reference):
 def test_inception_module_state_dict_names(reference):
     """The ``InceptionV3`` wrapper's ``blocks.i.j.*`` keys load to the same weights."""
     _, pt_file, blocks_file = reference
-    a = jax.tree_util.tree_leaves(inception.load(pt_file).apply)  # the weights
-    b = jax.tree_util.tree_leaves(inception.load(blocks_file).apply)
+    a = jax.tree_util.tree_leaves(_torch_weights.weights_and_forward(inception.load(pt_file))[0])
+    b = jax.tree_util.tree_leaves(_torch_weights.weights_and_forward(inception.load(blocks_file))[0])
     assert len(a) == len(b) == 94 * 5  # 94 BasicConv2d: kernel + BN scale, bias, mean, var
     for u, v in zip(a, b):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))

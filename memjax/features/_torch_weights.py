@@ -120,21 +120,37 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
 
 
-def pure_apply(module: nnx.Module, forward: Callable, precision: str = "highest"
-               ) -> jax.tree_util.Partial:
-    """``apply(images)`` as a :class:`jax.tree_util.Partial` whose leaves are the weights.
+def extractor(name: str, module: nnx.Module, fn: Callable, *, dim: int, normalized: bool,
+              batch_size: int, precision: str = "highest"):
+    """A :class:`~memjax.features.base.FeatureExtractor` running ``fn(module, images01)``.
 
-    Passed as an argument to ``jax.jit`` the weights are traced inputs (not constants baked into
-    the program); called directly it is ``forward(module, images)``. Matrix products and
-    convolutions run at ``precision`` (``jax.default_matmul_precision``): ``"highest"`` keeps
-    float32 on GPUs (no TF32) and TPUs (no single bfloat16 pass), so features match the float32
-    reference there too; ``"default"`` trades that for speed.
+    Matrix products and convolutions run at ``precision`` (``jax.default_matmul_precision``):
+    ``"highest"`` keeps float32 on GPUs (no TF32) and TPUs (no single bfloat16 pass), so the
+    features match the float32 reference there too; ``"default"`` trades that for speed.
+    With ``base.from_nnx`` (the batching contract that passes the weights to the compiled
+    function as arguments) the extractor is built by it; otherwise ``apply`` is a
+    :class:`jax.tree_util.Partial` whose leaves are the weights (pass it to ``jax.jit`` as an
+    argument so that they are not baked in as constants).
     """
+    from memjax.features import base
+
     check_precision(precision)
-    graphdef, state = nnx.split(module)
 
-    def apply(state, images):
+    def precise(m, images):
         with jax.default_matmul_precision(precision):
-            return forward(nnx.merge(graphdef, state), images)
+            return fn(m, images)
 
-    return jax.tree_util.Partial(apply, state)
+    if hasattr(base, "from_nnx"):
+        return base.from_nnx(name, module, precise, dim=dim, normalized=normalized,
+                             batch_size=batch_size)
+    graphdef, state = nnx.split(module)
+    apply = jax.tree_util.Partial(lambda s, x: precise(nnx.merge(graphdef, s), x), state)
+    return base.FeatureExtractor(name, dim, apply, normalized=normalized, batch_size=batch_size)
+
+
+def weights_and_forward(ext) -> tuple[Any, Callable]:
+    """``(weights, forward)`` with ``forward(weights, images01) == ext.apply(images01)``, for
+    ``jax.jit(forward)(weights, x)`` (tests and benchmarks) under either contract."""
+    if getattr(ext, "forward", None) is not None:
+        return ext.variables, ext.forward
+    return ext.apply, lambda apply, x: apply(x)

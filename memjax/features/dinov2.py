@@ -216,7 +216,7 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
         ``config.json`` is present (otherwise inferred from the hidden size).
       normalized: L2-normalise the features (cosine similarities by inner product).
       resize, crop: preprocessing sizes (``None`` skips the step).
-      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.pure_apply`).
+      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.extractor`).
     """
     _torch_weights.check_precision(precision)
     config, tensors = read_checkpoint(path, arch)
@@ -232,6 +232,6 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
             f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
         return f
 
-    apply = _torch_weights.pure_apply(model, forward, precision)
-    return FeatureExtractor(_name(config), config.hidden_size, apply, normalized=normalized,
-                            batch_size=batch_size)
+    return _torch_weights.extractor(_name(config), model, forward, dim=config.hidden_size,
+                                    normalized=normalized, batch_size=batch_size,
+                                    precision=precision)

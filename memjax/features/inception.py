@@ -251,7 +251,7 @@ def load(path: str, *, resize: bool = True, batch_size: int = 50, precision: str
     Args:
       path: ``.safetensors`` with the pt_inception (or ``InceptionV3`` module) key names.
       resize: resize inputs to 299 x 299 first (pytorch-fid's ``resize_input``).
-      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.pure_apply`).
+      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.extractor`).
     """
     path = os.fspath(path)
     _torch_weights.check_precision(precision)
@@ -265,6 +265,5 @@ def load(path: str, *, resize: bool = True, batch_size: int = 50, precision: str
                              f"{x.shape[1:3]}")
         return m(x)
 
-    apply = _torch_weights.pure_apply(model, forward, precision)
-    return FeatureExtractor("inception-fid", 2048, apply,
-                            normalized=False, batch_size=batch_size)
+    return _torch_weights.extractor("inception-fid", model, forward, dim=2048, normalized=False,
+                                    batch_size=batch_size, precision=precision)
