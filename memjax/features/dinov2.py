@@ -49,7 +49,8 @@ from memjax.features import _resize, _torch_weights
 from memjax.features.base import FeatureExtractor
 from memjax.features.vit import ViTConfig, Dinov2
 
-__all__ = ["ARCHS", "load", "preprocess", "read_checkpoint"]
+__all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "canonical_keys", "load", "preprocess",
+           "read_checkpoint", "skeleton"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

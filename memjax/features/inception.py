@@ -35,7 +35,7 @@ from jaxtyping import Array, Float
 from memjax.features import _resize, _torch_weights
 from memjax.features.base import FeatureExtractor
 
-__all__ = ["FIDInceptionV3", "load"]
+__all__ = ["FIDInceptionV3", "canonical_keys", "load", "preprocess", "skeleton"]
 
 # InceptionV3 (pytorch-fid wrapper) block positions -> torchvision / pt_inception names.
 _BLOCKS = [["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"],
