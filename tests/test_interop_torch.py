@@ -170,7 +170,7 @@ def test_jvp_matches_torch_jvp_and_finite_differences_float64(x64, small):
     x = _images(2, seed=4, dtype=jnp.float64)
     v = jax.random.normal(jax.random.key(5), x.shape, jnp.float64)
     c = jnp.asarray(250.0, jnp.float64)
-    y, jv = jax.vmap(lambda a, b: jax.jvp(lambda z: fn(z, c), (a,), (b,)))(x, v)
+    y, jv = jax.jit(jax.vmap(lambda a, b: jax.jvp(lambda z: fn(z, c), (a,), (b,))))(x, v)
     assert y.dtype == jnp.float64 and jv.dtype == jnp.float64
     labels = torch.full((2,), 250.0, dtype=torch.float64)
     with torch.no_grad():

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -70,11 +71,20 @@ __all__ = ["PREDICTIONS", "TorchFunction", "from_torch", "network", "paper000_la
 PREDICTIONS = ("eps", "x0", "v", "edm")
 
 
+@functools.cache
 def _torch():
     try:
         import torch
     except ImportError as e:  # pragma: no cover - exercised only without torch
         raise ImportError("memjax.interop.torch needs PyTorch: pip install 'memjax[interop]'") from e
+    # torch.func.jvp loads its forward-mode decompositions on first use, through torch.jit.script,
+    # which warns (FutureWarning) in torch 2.14: load them here, once, quietly.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script", category=FutureWarning)
+        try:
+            from torch._decomp import decompositions_for_jvp  # noqa: F401
+        except ImportError:  # pragma: no cover
+            pass
     return torch
 
 
@@ -206,24 +216,34 @@ def _forward_only_bwd(_, ct):
 _forward_only.defvjp(_forward_only_fwd, _forward_only_bwd)
 
 
-def _wire_spec(x) -> jax.ShapeDtypeStruct:
-    """What a callback returns for ``x``: itself, or a 64-bit array as ``uint32`` pairs.
+# 64-bit arrays cross the callback boundary as uint32 pairs. JAX canonicalises callback
+# arguments and results in XLA's thread, which does not see a `jax.enable_x64` context entered
+# in the caller's thread: float64 would silently become float32. Bit patterns cross unchanged.
+def _wide(dtype) -> bool:
+    return np.dtype(dtype).itemsize == 8
 
-    JAX re-canonicalises callback outputs in XLA's thread, which does not see a
-    ``jax.enable_x64`` context entered in the caller's thread (float64 would come back as
-    float32 and fail the dtype check); bit patterns cross unchanged either way.
-    """
-    if np.dtype(x.dtype).itemsize == 8:
+
+def _encode(a: Array) -> Array:
+    return jax.lax.bitcast_convert_type(a, jnp.uint32) if _wide(a.dtype) else a
+
+
+def _decode(a: Array, dtype) -> Array:
+    return jax.lax.bitcast_convert_type(a, dtype) if _wide(dtype) else a
+
+
+def _spec(x) -> jax.ShapeDtypeStruct:
+    if _wide(x.dtype):
         return jax.ShapeDtypeStruct(tuple(x.shape) + (2,), np.uint32)
     return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
-def _to_wire(a: np.ndarray) -> np.ndarray:
-    return a.view(np.uint32).reshape(a.shape + (2,)) if a.dtype.itemsize == 8 else a
+def _host_decode(a, dtype) -> np.ndarray:
+    a = np.asarray(a)
+    return np.ascontiguousarray(a).view(dtype)[..., 0] if _wide(dtype) else a.astype(dtype)
 
 
-def _from_wire(a: Array, dtype) -> Array:
-    return jax.lax.bitcast_convert_type(a, dtype) if np.dtype(dtype).itemsize == 8 else a
+def _host_encode(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32).reshape(a.shape + (2,)) if _wide(a.dtype) else a
 
 
 def _tangent_call(host: _Host) -> Callable:
@@ -232,11 +252,15 @@ def _tangent_call(host: _Host) -> Callable:
 
     @custom_vmap
     def call(x, c, v):
+        dx, dc, dv = x.dtype, c.dtype, v.dtype
+
         def host_fn(x, c, v):
-            y, jv = host.jvp(np.asarray(x), np.asarray(c), np.asarray(v))
-            return _to_wire(y), _to_wire(jv)
-        y, jv = jax.pure_callback(host_fn, (_wire_spec(x), _wire_spec(v)), x, c, v)
-        return _from_wire(y, x.dtype), _from_wire(jv, v.dtype)
+            y, jv = host.jvp(_host_decode(x, dx), _host_decode(c, dc), _host_decode(v, dv))
+            return _host_encode(y), _host_encode(jv)
+
+        y, jv = jax.pure_callback(host_fn, (_spec(x), _spec(v)), _encode(x), _encode(c),
+                                  _encode(v))
+        return _decode(y, dx), _decode(jv, dv)
 
     @call.def_vmap
     def rule(k, in_batched, x, c, v):
@@ -278,9 +302,12 @@ class TorchFunction:
         host, tangents = self.host, _tangent_call(self.host)
 
         def primal(x, c):
-            host_fn = lambda x, c: _to_wire(host.forward(np.asarray(x), np.asarray(c)))
-            y = jax.pure_callback(host_fn, _wire_spec(x), x, c, vmap_method="broadcast_all")
-            return _from_wire(y, x.dtype)
+            dx, dc = x.dtype, c.dtype
+            host_fn = lambda x, c: _host_encode(host.forward(_host_decode(x, dx),
+                                                             _host_decode(c, dc)))
+            y = jax.pure_callback(host_fn, _spec(x), _encode(x), _encode(c),
+                                  vmap_method="broadcast_all")
+            return _decode(y, dx)
 
         @functools.partial(jax.custom_jvp)
         def f(x, c):
