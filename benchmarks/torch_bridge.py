@@ -2,8 +2,9 @@
 
 Run:  python benchmarks/torch_bridge.py [--quick] [--out benchmarks/results/torch_bridge.md]
 
-For (a) a small conv net (conv 3x3 -> GroupNorm -> SiLU -> conv 3x3, 32 hidden channels) and
-(b) a diffusers ``UNet2DModel`` (random weights, attention at 16x16) on 32x32x3 images:
+For (0) ``x (1 + c / 1000)`` (no compute: the round trip alone), (a) a small conv net (conv 3x3
+-> GroupNorm -> SiLU -> conv 3x3, 32 hidden channels) and (b) a diffusers ``UNet2DModel``
+(random weights, attention at 16x16, 4.4M parameters) on 32x32x3 images:
 
 1. one score call ``score_fn(x, t)`` (jitted) against ``module(x, label)`` called directly in
    torch (``no_grad``, input already a torch tensor);
@@ -14,8 +15,9 @@ For (a) a small conv net (conv 3x3 -> GroupNorm -> SiLU -> conv 3x3, 32 hidden c
    without ``tangent_chunk``.
 
 Timings are interleaved (bridge, direct, bridge, direct, ...) in one process, after a warm-up
-(compilation excluded); the minimum over repeats is reported, so the ratio is robust to the
-load of a shared machine. The overhead is bridge / direct.
+(compilation excluded); the minimum over rounds is reported, so the ratio is robust to the
+load of a shared machine. The overhead is bridge / direct. torch runs with one intra-op thread
+by default (``--threads``), which keeps a loaded 2-core machine from oversubscribing.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ from memjax.interop import torch as mt
 
 SDE = mj.VPSDE()
 SHAPE = (32, 32, 3)
+
+
+class Scale(torch.nn.Module):
+    """``x (1 + c / 1000)``: almost no compute, so bridge - direct is the round trip itself."""
+
+    def forward(self, x, c):
+        return x * (1 + c / 1000)[:, None, None, None]
 
 
 class SmallNet(torch.nn.Module):
@@ -61,17 +70,22 @@ def unet():
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D")).eval()
 
 
-def _time(fns, repeats):
-    """Interleaved timing: the minimum wall time of each function over ``repeats`` rounds."""
+def _time(fns, budget_s):
+    """Interleaved timing: the minimum wall time of each function over rounds (3 to 50, about
+    ``budget_s`` seconds in all, after two warm-up rounds)."""
+    for f in fns:  # compiles
+        f()
+    t0 = time.perf_counter()
     for f in fns:
         f()
+    rounds = int(min(50, max(3, budget_s / max(time.perf_counter() - t0, 1e-6))))
     best = [float("inf")] * len(fns)
-    for _ in range(repeats):
+    for _ in range(rounds):
         for i, f in enumerate(fns):
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             f()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
+            best[i] = min(best[i], time.perf_counter() - t1)
+    return best, rounds
 
 
 def _direct(module):
@@ -92,25 +106,27 @@ def _direct(module):
     return forward, jvp
 
 
-def bench_model(name, module, counts, repeats):
+def bench_model(name, module, counts, budget_s):
     rows = []
     score = mt.from_torch(module, SDE, SHAPE)
     forward, jvp = _direct(module)
     key = jax.random.key(0)
     x = jax.random.uniform(key, SHAPE, jnp.float32, -1, 1)
     t = jnp.float32(0.5)
-    xt, ct = torch.tensor(np.asarray(x)).permute(2, 0, 1)[None], torch.full((1,), 999 * 0.5)
+    xt = torch.tensor(np.asarray(x)).permute(2, 0, 1)[None].contiguous()  # NCHW, as users hold it
+    ct = torch.full((1,), 999 * 0.5)
     call = jax.jit(score)
-    b, d = _time([lambda: call(x, t).block_until_ready(), lambda: forward(xt, ct)], repeats)
-    rows.append(f"| {name} | call | - | {b * 1e3:.2f} | {d * 1e3:.2f} | {b / d:.2f}x |")
+    (b, d), r = _time([lambda: call(x, t).block_until_ready(), lambda: forward(xt, ct)], budget_s)
+    rows.append(f"| {name} | call | - | {b * 1e3:.2f} | {d * 1e3:.2f} | {b / d:.2f}x | {r} |")
+    print(rows[-1], flush=True)
     for n in counts:
         v = jax.random.normal(jax.random.fold_in(key, n), (n,) + SHAPE)
-        vt = torch.tensor(np.asarray(v)).permute(0, 3, 1, 2)[:, None]
+        vt = torch.tensor(np.asarray(v)).permute(0, 3, 1, 2)[:, None].contiguous()
         tangents = jax.jit(jax.vmap(lambda u: jax.jvp(lambda z: score(z, t), (x,), (u,)),
                                     out_axes=(None, 0)))
-        reps = max(2, repeats // (1 + n // 10))
-        b, d = _time([lambda: jax.block_until_ready(tangents(v)), lambda: jvp(xt, ct, vt)], reps)
-        rows.append(f"| {name} | jvp | {n} | {b * 1e3:.2f} | {d * 1e3:.2f} | {b / d:.2f}x |")
+        (b, d), r = _time([lambda: jax.block_until_ready(tangents(v)), lambda: jvp(xt, ct, vt)],
+                          budget_s)
+        rows.append(f"| {name} | jvp | {n} | {b * 1e3:.2f} | {d * 1e3:.2f} | {b / d:.2f}x | {r} |")
         print(rows[-1], flush=True)
     return rows
 
@@ -134,11 +150,13 @@ def _params(module):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small run (N = 1, 10; 3 repeats)")
+    ap.add_argument("--quick", action="store_true", help="small run (N = 1, 10; short budgets)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--out", default=None, help="write the Markdown here (default: print)")
     args = ap.parse_args()
     counts = (1, 10) if args.quick else (1, 10, 100)
-    repeats = 3 if args.quick else 7
+    budget = 5.0 if args.quick else 30.0
+    torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
     small, big = SmallNet(), unet()
     lines = [
@@ -154,11 +172,12 @@ def main():
         "", "### 1. Time per call, bridged (jitted JAX) vs the same torch call made directly", "",
         "Minimum over interleaved repeats, milliseconds. `jvp` rows: `jax.vmap(jax.jvp)` over N "
         "tangents (one host call) vs `torch.func.vmap(torch.func.jvp)` over N tangents.", "",
-        "| model | what | N | bridge ms | direct torch ms | overhead (bridge / direct) |",
-        "| --- | --- | --- | --- | --- | --- |"]
+        "| model | what | N | bridge ms | direct torch ms | overhead (bridge / direct) | rounds |",
+        "| --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
-    lines += bench_model("small conv net", small, counts, repeats)
-    lines += bench_model("UNet2DModel", big, counts, max(3, repeats // 2))
+    lines += bench_model("scale x (round trip only)", Scale(), counts, budget)
+    lines += bench_model("small conv net", small, counts, budget)
+    lines += bench_model("UNet2DModel", big, counts, budget)
     lines += ["", "### 2. Host round trips per volume-growth step (Euler, method=\"jvp\", "
               "stiffness tangent on)", "",
               "| N | tangent_chunk | torch calls per step |", "| --- | --- | --- |"]

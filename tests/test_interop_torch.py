@@ -163,6 +163,15 @@ def test_ease_of_reproduction_vmapped_equals_per_image(small):
     assert rel_err(batched, expected) < 1e-4
 
 
+def test_ddim_sampler_through_bridge(small):
+    net, reference = small
+    score = mt.from_torch(net, SDE, SHAPE)
+    opts = dict(sampler="ddim", num_steps=10, batch_size=3)
+    got = memjax.sampling.sample(score, SDE, jax.random.key(4), 3, SHAPE, **opts)
+    want = memjax.sampling.sample(reference, SDE, jax.random.key(4), 3, SHAPE, **opts)
+    assert rel_err(got, want) < 1e-4
+
+
 def test_jvp_matches_torch_jvp_and_finite_differences_float64(x64, small):
     net = SmallNet().double()
     net.load_state_dict(small[0].state_dict())

@@ -127,7 +127,7 @@ class _Host:
 
     def to_torch(self, a: np.ndarray):
         t = _torch().tensor(np.asarray(a), dtype=self.dtype, device=self.device)
-        return t.permute(self._cf) if len(self.shape) > 1 else t
+        return t.permute(self._cf).contiguous() if len(self.shape) > 1 else t
 
     def to_numpy(self, t, dtype) -> np.ndarray:
         if len(self.shape) > 1:
@@ -309,7 +309,7 @@ class TorchFunction:
                                   vmap_method="broadcast_all")
             return _decode(y, dx)
 
-        @functools.partial(jax.custom_jvp)
+        @jax.custom_jvp
         def f(x, c):
             return primal(x, c)
 
