@@ -136,7 +136,9 @@ def test_score_and_jvp_match_jax_reimplementation(small):
     x = _images(1)[0]
     assert_same_score(score, reference, x)
     xs = _images(3, seed=1)
+    calls = count_calls(net)
     batched = jax.jit(jax.vmap(score, (0, None)))(xs, 0.3)
+    assert len(calls) == 1  # a vmapped call is one batched torch call
     assert rel_err(batched, jax.vmap(reference, (0, None))(xs, 0.3)) < 1e-4
 
 

@@ -32,24 +32,29 @@ batch: ``jax.vmap(jax.jvp)`` over ``N`` tangents -- :func:`memjax.lyapunov.tange
 ``volume_growth(method="jvp")`` does each step -- is ONE host call evaluating the primal once
 and the ``N`` tangent products; vmapping that over ``B`` images (``ease_of_reproduction``) is
 still one call, on ``B`` images with ``B x N`` tangents; a vmapped plain call is one batched
-forward. ``tangent_chunk`` splits the tangents into ``ceil(N / chunk)`` calls (each repeats
-the primal, as in pure JAX). Precision: the module computes in its own dtype (that of its
-first floating parameter or buffer); a float64 JAX input to a float32 module is rounded to
-float32 on the way in and the result returned as float64 (float32 accuracy); call
-``module.double()`` for float64 end to end. Forward mode only: ``jax.grad`` / ``jax.vjp`` /
+forward. With ``tangent_chunk`` a step is one primal call plus one call per chunk of tangents
+(each repeats the primal, as in pure JAX). Precision: the module computes in its own dtype
+(that of its first floating parameter or buffer); a float64 JAX input to a float32 module is
+rounded to float32 on the way in and the result returned as float64 (float32 accuracy); call
+``module.double()`` for float64 end to end (64-bit arrays cross the callback as bit patterns,
+so the ``jax.enable_x64`` context manager works as well as the global flag). Forward mode only: ``jax.grad`` / ``jax.vjp`` /
 ``jax.linearize`` and second derivatives (jvp of jvp, e.g. the implicit solvers' dense
 Jacobians) raise a ``ValueError``; so does differentiating with respect to ``t``.
 
-Cost of the host round trip (``benchmarks/torch_bridge.py``, ``benchmarks/results/torch_bridge.md``;
-2-core CPU box under load). Each bridged call copies its inputs and outputs between XLA and
-torch (one buffer of ``B (N + 1) D`` floats each way) and leaves the compiled XLA program for a
-Python callback; volume growth makes exactly one such call per step (``num_steps`` calls, plus
-one per tangent chunk). Measured against the same torch calls made directly, the overhead is a
-fixed ~0.1-0.3 ms per call plus the copies: it dominates only for a tiny network (a 2-layer conv
-net: ~1.3-2x for a plain call), and is within noise (<= ~10 %) for a 32x32 U-Net of 1-5M
-parameters whose own forward takes milliseconds, at N = 1, 10 and 100. The network is not
-compiled by XLA, so a torch model runs at torch's speed; port it (``memjax.interop.diffusers``
-for ``UNet2DModel``) to run on TPU, shard over devices or fuse the analysis.
+Cost of the host round trip (``benchmarks/torch_bridge.py``, table in
+``benchmarks/results/torch_bridge.md``; 2-core CPU box at load 12-17, torch on one thread,
+32x32x3). A bridged call leaves the compiled XLA program for a Python callback, copies its
+inputs and outputs between XLA and torch (``B (N + 1) D`` floats each way, plus the
+channel-last / channel-first transposes) and hands the GIL to XLA's callback thread.
+``volume_growth(method="jvp")`` makes exactly one such call per step (``1 + ceil((N + 1) /
+tangent_chunk)`` with ``tangent_chunk``); ``ease_of_reproduction`` one per step per image batch.
+Measured against the same torch calls made directly, interleaved in one process: the round trip
+alone (a module that does no work) costs ~0.4 ms for a plain call and ~1-2 ms for a jvp call
+(~7 ms at N = 100, mostly the copies); a tiny conv net (1.8k parameters) therefore runs ~2x
+slower bridged at N <= 1 and within ~1.2x at N = 10, 100; for a 4.4M-parameter diffusers U-Net
+(~130 ms per forward) the bridge is within noise of direct torch (0.94-1.08x) at every N. The
+network itself is not compiled by XLA: it runs at torch's speed on torch's device. Port it
+(``memjax.interop.diffusers`` for ``UNet2DModel``) to run on TPU, shard it or fuse the analysis.
 """
 
 from __future__ import annotations
