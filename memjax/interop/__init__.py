@@ -13,8 +13,6 @@ _LAZY = ("torch",)
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        module = importlib.import_module(f"memjax.interop.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'memjax.interop' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'memjax.interop' has no attribute {name!r}")
+    return importlib.import_module(f"memjax.interop.{name}")  # import binds it on this package

@@ -37,9 +37,10 @@ forward. With ``tangent_chunk`` a step is one primal call plus one call per chun
 (that of its first floating parameter or buffer); a float64 JAX input to a float32 module is
 rounded to float32 on the way in and the result returned as float64 (float32 accuracy); call
 ``module.double()`` for float64 end to end (64-bit arrays cross the callback as bit patterns,
-so the ``jax.enable_x64`` context manager works as well as the global flag). Forward mode only: ``jax.grad`` / ``jax.vjp`` /
-``jax.linearize`` and second derivatives (jvp of jvp, e.g. the implicit solvers' dense
-Jacobians) raise a ``ValueError``; so does differentiating with respect to ``t``.
+so the ``jax.enable_x64`` context manager works as well as the global flag). Forward mode
+only: ``jax.grad`` / ``jax.vjp`` / ``jax.linearize`` and second derivatives (jvp of jvp, e.g.
+the implicit solvers' dense Jacobians) raise a ``ValueError``; so does differentiating with
+respect to ``t``.
 
 Cost of the host round trip (``benchmarks/torch_bridge.py``, table in
 ``benchmarks/results/torch_bridge.md``; 2-core CPU box at load 12-17, torch on one thread,
