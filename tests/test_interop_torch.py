@@ -11,6 +11,8 @@ bridge of the same weights).
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,6 +174,32 @@ def test_ddim_sampler_through_bridge(small):
     got = memjax.sampling.sample(score, SDE, jax.random.key(4), 3, SHAPE, **opts)
     want = memjax.sampling.sample(reference, SDE, jax.random.key(4), 3, SHAPE, **opts)
     assert rel_err(got, want) < 1e-4
+
+
+def test_ease_of_reproduction_on_four_devices(on_devices):
+    """Sharded over 4 simulated devices (the callback runs once on gathered batches) or on a
+    one-device mesh, the scores equal the JAX reimplementation's."""
+    out = on_devices(f"""
+        import json, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        import jax, numpy as np, memjax
+        from test_interop_torch import SmallNet, small_net_in_jax, SDE, SHAPE, mt, _images
+        net = SmallNet()
+        f = small_net_in_jax(net)
+        reference = lambda x, t: memjax.scores.eps_to_score(f(x, 999.0 * t), t, SDE)
+        score = mt.from_torch(net, SDE, SHAPE)
+        opts = dict(num_axes=2, steps=2, grid_steps=50, key=jax.random.key(2), progress=False,
+                    batch_size=8)
+        images = _images(8, seed=3)
+        runs = [memjax.ease_of_reproduction(score, SDE, images, **opts),
+                memjax.ease_of_reproduction(score, SDE, images, **opts,
+                                            mesh=memjax.parallel.data_mesh(jax.devices()[:1])),
+                memjax.ease_of_reproduction(reference, SDE, images, **opts)]
+        print(json.dumps({{"devices": jax.device_count(), "runs": [r.tolist() for r in runs]}}))
+        """, num_devices=4)
+    assert out["devices"] == 4
+    sharded, single, expected = out["runs"]
+    assert rel_err(sharded, expected) < 1e-4 and rel_err(single, expected) < 1e-4
 
 
 def test_jvp_matches_torch_jvp_and_finite_differences_float64(x64, small):

@@ -40,7 +40,10 @@ rounded to float32 on the way in and the result returned as float64 (float32 acc
 so the ``jax.enable_x64`` context manager works as well as the global flag). Forward mode
 only: ``jax.grad`` / ``jax.vjp`` / ``jax.linearize`` and second derivatives (jvp of jvp, e.g.
 the implicit solvers' dense Jacobians) raise a ``ValueError``; so does differentiating with
-respect to ``t``.
+respect to ``t``. Several JAX devices: the batch is gathered and the callback runs once, on
+device 0's host (results agree; XLA logs an "Involuntary full rematerialization" warning), so
+give ``ease_of_reproduction`` a one-device mesh, ``memjax.parallel.data_mesh(jax.devices()[:1])``:
+torch, not XLA, runs the network.
 
 Cost of the host round trip (``benchmarks/torch_bridge.py``, table in
 ``benchmarks/results/torch_bridge.md``; 2-core CPU box at load 12-17, torch on one thread,
