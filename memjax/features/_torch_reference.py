@@ -147,10 +147,11 @@ def dinov2_reference(path: str, device: str = "cpu", resize: int = 256, crop: in
 
 
 def images_per_second(fns: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.ndarray,
-                      repeats: int = 3) -> dict[str, float]:
-    """Images per second of each ``fn(images)``, after one warm-up call each, the calls
-    interleaved (``a b a b ...``) so that load on the machine hits all alike; best of ``repeats``."""
-    for fn in fns.values():
+                      repeats: int = 3, warmup: bool = True) -> dict[str, float]:
+    """Images per second of each ``fn(images)``, after one warm-up call each (unless the caller
+    made it), the calls interleaved (``a b a b ...``) so that load on the machine hits all
+    alike; best of ``repeats``."""
+    for fn in fns.values() if warmup else ():
         np.asarray(fn(images))
     best = {name: float("inf") for name in fns}
     for _ in range(repeats):

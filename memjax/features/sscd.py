@@ -4,7 +4,7 @@ The network is SSCD's torchvision layout: a ResNet-50 trunk (``disc_mixup``; Res
 32x4d for ``disc_large``), GeM pooling with ``p = 3``, a linear projection ``fc`` (2048 -> 512,
 or 1024 for ``disc_large``) and L2 normalisation, so the inner product of two descriptors is
 their cosine similarity, the quantity paper 001's bands ([0.4, 0.5), [0.5, 0.6), [0.6, 1])
-threshold.
+threshold (declared for the ``"sscd-*"`` feature spaces only: :func:`memjax.features.bands_for`).
 
 Preprocessing (the SSCD README's ``small_288``, which the authors recommend for inference):
 resize the shorter side to 288 (antialiased bilinear, aspect kept), no crop, ImageNet

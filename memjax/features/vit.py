@@ -30,6 +30,8 @@ from jaxtyping import Array, Float
 
 from memjax.features import preprocess
 
+__all__ = ["ACTIVATIONS", "ViTConfig", "Dinov2"]
+
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
