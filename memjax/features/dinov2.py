@@ -137,7 +137,7 @@ def _config_from_json(path: str, file: str) -> ViTConfig:
     with open(file) as f:
         cfg = json.load(f)
     if cfg.get("model_type") != "dinov2":
-        raise ValueError(f"{path}: config.json has model_type {cfg.get('model_type')!r}, "
+        raise ValueError(f"path: {path!r}: config.json has model_type {cfg.get('model_type')!r}, "
                          "expected 'dinov2' (a Dinov2Model directory)")
     fields = {f.name for f in dataclasses.fields(ViTConfig)}
     kwargs = {k: v for k, v in cfg.items() if k in fields}
@@ -149,14 +149,14 @@ def _config_from_json(path: str, file: str) -> ViTConfig:
 
 def _config_from_weights(path: str, t: dict[str, np.ndarray], arch: str | None) -> ViTConfig:
     if "embeddings.cls_token" not in t or "embeddings.patch_embeddings.projection.weight" not in t:
-        raise ValueError(f"{path}: not a DINOv2 state dict: no embeddings.cls_token / "
+        raise ValueError(f"path: {path!r} is not a DINOv2 state dict: no embeddings.cls_token / "
                          "patch embedding (and no config.json beside it)")
     d = t["embeddings.cls_token"].shape[-1]
     heads = {c.hidden_size: c.num_attention_heads for c in ARCHS.values()}
     if arch is not None:
         heads[d] = ARCHS[arch].num_attention_heads
     if d not in heads:
-        raise ValueError(f"{path}: hidden size {d} is not a published DINOv2 size; give arch= or a "
+        raise ValueError(f"path: {path!r}: hidden size {d} is not a published DINOv2 size; give arch= or a "
                          "config.json with num_attention_heads")
     depth = len({k.split(".")[2] for k in t if k.startswith("encoder.layer.")})
     patch = t["embeddings.patch_embeddings.projection.weight"].shape[-1]
