@@ -1,5 +1,6 @@
-"""features.load: spec parsing, bad files and shapes (ValueError naming the path), pixels,
-the batching (padding, devices), max-pooling -- no torch needed."""
+"""features.load: spec parsing, bad files and shapes (ValueError naming the path), the weight
+loader's ignore lists, pixels, the batching (padding, devices), max-pooling, center-crop
+rounding, the package's exports and its similarity bands per feature space -- no torch needed."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from memjax import features
-from memjax.features import resnet, squeezenet, weights
+from memjax.features import preprocess, resnet, squeezenet, weights
 
 
 def _random_state(build, seed=0):
     """A random PyTorch-named, PyTorch-shaped state dict for the NNX network ``build()``."""
     rng = np.random.default_rng(seed)
-    names = weights.torch_names(nnx.state(nnx.eval_shape(build)))
-    return {k: rng.normal(0, 0.1, shape).astype(np.float32) for k, (_, shape) in names.items()}
+    return {k: rng.normal(0, 0.1, shape).astype(np.float32)
+            for k, shape in weights.expected_shapes(build).items()}
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,85 @@ def test_extract_shards_and_pads_like_one_device(on_devices):
         print(json.dumps({"err": float(np.abs(got - ref).max()), "shape": list(got.shape)}))
     """, num_devices=4)
     assert out["shape"] == [7, 5] and out["err"] < 1e-5
+
+
+class _ConvBN(nnx.Module):
+    """A PyTorch-named ``conv`` + ``bn`` pair: the smallest network with every leaf kind."""
+
+    def __init__(self):
+        self.conv = resnet.conv(3, 4, 3, bias=True, rngs=nnx.Rngs(0))
+        self.bn = resnet.batch_norm(4, rngs=nnx.Rngs(0))
+
+
+def test_loader_names_layouts_and_ignore_lists(tmp_path):
+    shapes = weights.expected_shapes(_ConvBN)
+    assert shapes == {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "bn.weight": (4,),
+                      "bn.bias": (4,), "bn.running_mean": (4,), "bn.running_var": (4,)}
+    state = _random_state(_ConvBN)
+    state["bn.num_batches_tracked"] = np.zeros((), np.int64)
+    path = tmp_path / "convbn.safetensors"
+    save_file(state, str(path))
+    # BatchNorm's counter is ignored only when the network declares it
+    with pytest.raises(ValueError, match=r"convbn.*1 unexpected keys.*bn\.num_batches_tracked"):
+        weights.load_into(_ConvBN, path, what="convbn")
+    m = weights.load_into(_ConvBN, path, what="convbn", ignore=weights.BN_COUNTERS)
+    np.testing.assert_array_equal(np.asarray(m.conv.kernel.get_value()),
+                                  np.transpose(state["conv.weight"], (2, 3, 1, 0)))
+    np.testing.assert_array_equal(np.asarray(m.bn.var.get_value()), state["bn.running_var"])
+    # an ignore pattern never hides a key the network needs
+    del state["bn.bias"]
+    save_file(state, str(path))
+    with pytest.raises(ValueError, match=r"1 missing keys.*bn\.bias"):
+        weights.load_into(_ConvBN, path, what="convbn", ignore=("bn.*",))
+
+
+def test_center_crop_rounding_closed_form():
+    x = np.arange(7 * 6, dtype=np.float32).reshape(1, 7, 6, 1)
+    # H - size = 3: torchvision rounds 1.5 to 2 (round half to even), Hugging Face floors to 1
+    np.testing.assert_array_equal(np.asarray(preprocess.center_crop(x, 4)), x[:, 2:6, 1:5])
+    np.testing.assert_array_equal(np.asarray(preprocess.center_crop(x, 4, rounding="floor")),
+                                  x[:, 1:5, 1:5])
+    with pytest.raises(ValueError, match="rounding"):
+        preprocess.center_crop(x, 4, rounding="ceil")
+    with pytest.raises(ValueError, match="images: expected at least 8 x 8"):
+        preprocess.center_crop(x, 8)
+
+
+def test_resize_matrices_closed_forms():
+    """Rows sum to one; bicubic (a = -3/4) upsampling by 2 has Keys' weights at 1/4, 3/4."""
+    for method in preprocess.METHODS:
+        for antialias in (True, False):
+            for n, m in ((13, 5), (5, 13)):
+                w = preprocess.resize_matrix(n, m, method, antialias)
+                np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    w = preprocess.resize_matrix(8, 16, "bicubic", False)
+    a, t = -0.75, np.array([1.25, 0.25, 0.75, 1.75])  # output 5 samples input 5.5 / 2 - 1/2 = 2.25
+    keys = np.where(t <= 1, ((a + 2) * t - (a + 3)) * t * t + 1,
+                    ((a * t - 5 * a) * t + 8 * a) * t - 4 * a)
+    np.testing.assert_allclose(w[5, 1:5], keys, atol=1e-12)  # taps 1, 2, 3, 4
+    with pytest.raises(ValueError, match="method"):
+        preprocess.resize(np.zeros((1, 4, 4, 3)), 2, 2, method="nearest")
+
+
+def test_exports():
+    assert set(features.__all__) >= {"load", "NAMES", "FeatureExtractor", "fid", "statistics",
+                                     "save_statistics", "load_statistics", "bands_for"}
+    assert all(hasattr(features, n) for n in features.__all__)
+    assert features.NAMES == ("pixels", "sscd", "dinov2", "inception", "squeezenet")
+
+
+def test_bands_belong_to_sscd_features_only(squeezenet_file):
+    from memjax.metrics.memorization import BANDS
+
+    for name in ("sscd-resnet50", "sscd-resnext101"):
+        assert features.bands_for(name) == BANDS["sscd"]
+    high = features.bands_for("sscd-resnet50")["high"]
+    assert (high.lo, high.hi, high.closed) == (0.6, 1.0, "both")
+    assert features.bands_for("sscd-resnet50")["low"][:2] == (0.4, 0.5)
+    for name in ("dinov2-vits14", "inception-fid", "squeezenet1_1", "pixels", "sscd"):
+        with pytest.raises(ValueError, match=f"no similarity bands.*{name!r}"):
+            features.bands_for(name)
+    with pytest.raises(ValueError, match="'squeezenet1_1'"):  # an extractor: its name is used
+        features.bands_for(features.load("squeezenet", squeezenet_file))
+    with pytest.raises(ValueError, match="feature_name"):
+        features.bands_for(None)

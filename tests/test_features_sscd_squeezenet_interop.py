@@ -19,47 +19,11 @@ pytest.importorskip("safetensors")
 from torchvision.transforms import v2  # noqa: E402
 
 from memjax import features  # noqa: E402
-from memjax.features import convert, preprocess  # noqa: E402
+from memjax.features import _torch_reference, convert, preprocess  # noqa: E402
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")]
 NORMALIZE = v2.Normalize(preprocess.IMAGENET_MEAN, preprocess.IMAGENET_STD)
-
-
-def _randomize_batchnorm(model, gen):
-    """Non-trivial affine parameters and running statistics in every BatchNorm (eval mode)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.weight.data = 0.5 + torch.rand(c, generator=gen)
-            m.bias.data = 0.1 * torch.randn(c, generator=gen)
-            m.running_mean.data = 0.1 * torch.randn(c, generator=gen)
-            m.running_var.data = 0.5 + torch.rand(c, generator=gen)
-    return model.eval()
-
-
-class GeM(torch.nn.Module):
-    """SSCD's ``GlobalGeMPool2d``."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        n, c = x.shape[:2]
-        return x.reshape(n, c, -1).clamp(min=1e-6).pow(self.p).mean(dim=2).pow(1.0 / self.p)
-
-
-class SSCD(torch.nn.Module):
-    """SSCD's torchvision layout: ResNet-50 with GeM(3) as ``avgpool``, fc 2048 -> 512, L2."""
-
-    def __init__(self):
-        super().__init__()
-        self.backbone = torchvision.models.resnet50(num_classes=512)
-        self.backbone.avgpool = GeM(3.0)
-
-    def forward(self, x):
-        return torch.nn.functional.normalize(self.backbone(x))
 
 
 def _images(n, h, w, seed=0):
@@ -71,9 +35,7 @@ def _images(n, h, w, seed=0):
 
 
 def _reference(model, transform, images):
-    x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        return model(transform(v2.ToDtype(torch.float32, scale=True)(x))).numpy()
+    return _torch_reference.torchvision_reference(model, transform)(images)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (60, 44), (517, 389)])
@@ -108,9 +70,7 @@ def test_center_crop_matches_torchvision():
 
 @pytest.mark.parametrize("native", ["torchscript", "state_dict"])
 def test_sscd_matches_reference(tmp_path, native):
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = _randomize_batchnorm(SSCD(), gen)
+    model = _torch_reference.sscd_model(seed=0)
     src = tmp_path / "sscd.pt"
     if native == "torchscript":
         torch.jit.script(model).save(str(src))
@@ -180,9 +140,7 @@ def _classy_names(state):
 def test_sscd_classy_layout_and_resnext(tmp_path):
     """The classy-vision names convert to the same network; ResNeXt-101 32x4d (disc_large)
     is read from the file (grouped 3x3 convolutions). Small resize (96) to keep CPU cost low."""
-    torch.manual_seed(1)
-    gen = torch.Generator().manual_seed(1)
-    model = _randomize_batchnorm(SSCD(), gen)
+    model = _torch_reference.sscd_model(seed=1)
     src, dst = tmp_path / "sscd.classy.pt", tmp_path / "classy.safetensors"
     torch.save(_classy_names(model.state_dict()), src)
     convert.main(["sscd", str(src), str(dst)])
@@ -191,11 +149,8 @@ def test_sscd_classy_layout_and_resnext(tmp_path):
     np.testing.assert_allclose(features.load(f"sscd:{dst}", size=96)(images),
                                _reference(model, transform, images), atol=1e-4, rtol=0)
 
-    model.backbone = torchvision.models.ResNet(torchvision.models.resnet.Bottleneck,
-                                               [3, 4, 23, 3], groups=32, width_per_group=4,
-                                               num_classes=1024)
-    model.backbone.avgpool = GeM(3.0)
-    model = _randomize_batchnorm(model, gen)
+    model = _torch_reference.sscd_model((3, 4, 23, 3), groups=32, width_per_group=4, dim=1024,
+                                        seed=1)
     src, dst = tmp_path / "large.pth", tmp_path / "large.safetensors"
     torch.save(model.state_dict(), src)
     convert.main(["sscd", str(src), str(dst)])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memjax.features import fid as fidlib
+from memjax import features
+from memjax.features import frechet as fidlib
 
 
 def _features(seed, n=120, d=12, shift=0.0, scale=1.0):
@@ -81,8 +82,8 @@ def test_fid_matches_pytorch_fid(tmp_path):
 
 
 def test_fid_of_images_with_an_extractor():
-    """Images go through the extractor (here a fixed linear map, so the FID is known)."""
-    pytest.importorskip("memjax.features._batched")
+    """Images go through the extractor (here a fixed linear map, so the FID is known); the
+    package-level ``features.fid`` is this function."""
     import jax.numpy as jnp
 
     from memjax.features.base import FeatureExtractor
@@ -94,4 +95,5 @@ def test_fid_of_images_with_an_extractor():
     b = rng.integers(0, 128, (30, 4, 4, 3), dtype=np.uint8)
     fa = (a.reshape(40, -1).astype(np.float32) / 255.0) @ w
     fb = (b.reshape(30, -1).astype(np.float32) / 255.0) @ w
-    assert fidlib.fid(a, b, features=lin) == pytest.approx(fidlib.fid(fa, fb), rel=1e-4)
+    assert features.fid(a, b, features=lin) == pytest.approx(fidlib.fid(fa, fb), rel=1e-4)
+    assert features.fid is fidlib.fid and features.statistics is fidlib.statistics

@@ -10,6 +10,10 @@ or ``"pixels"``::
 Each network lives in its own module exposing ``load(path, **options) -> FeatureExtractor``;
 they are imported lazily, so importing memjax never builds a network. Published PyTorch files
 are converted once with ``python -m memjax.features.convert NAME IN OUT.safetensors``.
+
+Also here: FID (:func:`fid`, :func:`statistics`, :func:`save_statistics`,
+:func:`load_statistics`, from :mod:`memjax.features.frechet`) and which similarity bands belong
+to which feature space (:func:`bands_for`, :mod:`memjax.features.bands`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from __future__ import annotations
 import importlib
 import os
 
-from memjax.features.base import FeatureExtractor, from_nnx, to_rgb, to_unit_interval
+from memjax.features.bands import FEATURE_BANDS, bands_for
+from memjax.features.base import FeatureExtractor
+from memjax.features.frechet import fid, load_statistics, save_statistics, statistics
 
-__all__ = ["FeatureExtractor", "NAMES", "from_nnx", "load", "pixels", "to_rgb",
-           "to_unit_interval"]
+__all__ = ["FEATURE_BANDS", "FeatureExtractor", "NAMES", "bands_for", "fid", "load",
+           "load_statistics", "save_statistics", "statistics"]
 
 # name -> "module:function"; each function takes (path, **options) and returns a FeatureExtractor.
 _LOADERS = {
@@ -32,7 +38,7 @@ _LOADERS = {
 NAMES = ("pixels",) + tuple(_LOADERS)
 
 
-def pixels() -> FeatureExtractor:
+def _pixels() -> FeatureExtractor:
     """The identity feature space: images flattened, in ``[-1, 1]`` (``dim`` 0: ``H W C``)."""
     return FeatureExtractor(name="pixels", dim=0,
                             apply=lambda x: (2.0 * x - 1.0).reshape(x.shape[0], -1), rgb=False)
@@ -68,7 +74,7 @@ def load(spec, path=None, **options) -> FeatureExtractor:
         if path or options:
             raise ValueError(f"spec: 'pixels' takes no path or options, got {path!r}, "
                              f"{sorted(options)}")
-        return pixels()
+        return _pixels()
     if name not in _LOADERS:
         raise ValueError(f"spec: unknown feature network {name!r} in {spec!r}; expected one of "
                          f"{list(NAMES)} ('NAME:PATH' for the networks)")

@@ -1,7 +1,8 @@
-"""The PyTorch references of :mod:`~memjax.features.dinov2` and :mod:`~memjax.features.inception`,
-for the interop tests and the benchmarks (needs torch, transformers, pytorch-fid: the ``interop``
-extra). Each ``*_reference(path)`` returns ``f(uint8 images [n, H, W, 3]) -> features [n, d]``
-(NumPy) computed entirely by the reference code, preprocessing included; nothing is downloaded.
+"""The PyTorch references of the feature networks, for the interop tests and the benchmarks
+(needs torch, torchvision, transformers, pytorch-fid: the ``interop`` extra). Randomly
+initialised reference models (:func:`sscd_model`, :func:`random_inception_state`) and
+``*_reference(...)`` functions ``f(uint8 images [n, H, W, 3]) -> features [n, d]`` (NumPy)
+computed entirely by the reference code, preprocessing included; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,60 @@ def _nchw_unit(images: np.ndarray, device: str):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def randomize_batchnorm(model, gen):
+    """Non-trivial affine parameters and running statistics in every BatchNorm (eval mode)."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = 0.5 + torch.rand(c, generator=gen)
+            m.bias.data = 0.1 * torch.randn(c, generator=gen)
+            m.running_mean.data = 0.1 * torch.randn(c, generator=gen)
+            m.running_var.data = 0.5 + torch.rand(c, generator=gen)
+    return model.eval()
+
+
+def sscd_model(layers=(3, 4, 6, 3), groups: int = 1, width_per_group: int = 64, dim: int = 512,
+               seed: int = 0):
+    """SSCD's torchvision layout, randomly initialised: ``backbone`` a torchvision ResNet
+    (ResNet-50 by default) with GeM (p = 3) as ``avgpool`` and ``fc`` to ``dim``, then L2."""
+    import torch
+    import torchvision
+
+    class GeM(torch.nn.Module):  # SSCD's GlobalGeMPool2d
+        def forward(self, x):
+            return x.flatten(2).clamp(min=1e-6).pow(3.0).mean(dim=2).pow(1.0 / 3.0)
+
+    class SSCD(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torchvision.models.ResNet(
+                torchvision.models.resnet.Bottleneck, list(layers), groups=groups,
+                width_per_group=width_per_group, num_classes=dim)
+            self.backbone.avgpool = GeM()
+
+        def forward(self, x):
+            return torch.nn.functional.normalize(self.backbone(x))
+
+    torch.manual_seed(seed)
+    return randomize_batchnorm(SSCD(), torch.Generator().manual_seed(seed))
+
+
+def torchvision_reference(model, transform, device: str = "cpu"
+                          ) -> Callable[[np.ndarray], np.ndarray]:
+    """``model(transform(ToDtype(float32, scale=True)(images)))``: torchvision's tensor
+    transforms on the raw images (SSCD, SqueezeNet)."""
+    import torch
+
+    model = model.eval().to(device)
+
+    def features(images):
+        with torch.no_grad():
+            return model(transform(_nchw_unit(images, device))).cpu().numpy()
+    return features
 
 
 def random_inception_state(seed: int = 0) -> dict:
@@ -92,10 +147,11 @@ def dinov2_reference(path: str, device: str = "cpu", resize: int = 256, crop: in
 
 
 def images_per_second(fns: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.ndarray,
-                      repeats: int = 3) -> dict[str, float]:
-    """Images per second of each ``fn(images)``, after one warm-up call each, the calls
-    interleaved (``a b a b ...``) so that load on the machine hits all alike; best of ``repeats``."""
-    for fn in fns.values():
+                      repeats: int = 3, warmup: bool = True) -> dict[str, float]:
+    """Images per second of each ``fn(images)``, after one warm-up call each (unless the caller
+    made it), the calls interleaved (``a b a b ...``) so that load on the machine hits all
+    alike; best of ``repeats``."""
+    for fn in fns.values() if warmup else ():
         np.asarray(fn(images))
     best = {name: float("inf") for name in fns}
     for _ in range(repeats):

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["FeatureExtractor", "from_nnx", "to_unit_interval", "to_rgb"]
+__all__ = ["FeatureExtractor", "PRECISIONS", "check_precision", "from_nnx", "to_unit_interval",
+           "to_rgb"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,19 +85,34 @@ def to_rgb(x: Float[Array, "b h w c"]) -> Float[Array, "b h w 3"]:
     return x
 
 
+PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
+
+
+def check_precision(precision: str) -> None:
+    """``ValueError`` unless ``precision`` is a ``jax.default_matmul_precision`` name."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+
+
 def from_nnx(name: str, module, fn: Callable, *, dim: int, normalized: bool = False,
-             batch_size: int = 64) -> FeatureExtractor:
+             batch_size: int = 64, precision: str = "highest") -> FeatureExtractor:
     """A :class:`FeatureExtractor` from an NNX module and ``fn(module, images01) -> [b, dim]``.
 
     ``fn`` receives the module rebuilt from its (replicated) weights inside the compiled
     function and the ``[0, 1]`` RGB batch; it does the preprocessing and the forward pass.
+    Matrix products and convolutions run at ``precision`` (``jax.default_matmul_precision``):
+    ``"highest"`` keeps float32 on GPUs (no TF32) and TPUs (no single bfloat16 pass), so the
+    features match the float32 reference there too; ``"default"`` trades that for speed.
     """
+    import jax
     from flax import nnx
 
+    check_precision(precision)
     graphdef, variables = nnx.split(module)
 
     def forward(variables, images):
-        return fn(nnx.merge(graphdef, variables), images)
+        with jax.default_matmul_precision(precision):
+            return fn(nnx.merge(graphdef, variables), images)
 
     return FeatureExtractor(name=name, dim=dim, apply=lambda x: forward(variables, x),
                             normalized=normalized, batch_size=batch_size, forward=forward,

@@ -4,14 +4,22 @@
 
     python -m memjax.features.convert NAME IN OUT.safetensors
 
-``NAME`` is a feature network of :mod:`memjax.features` (``sscd``, ``squeezenet``, ...).
+``NAME`` is a feature network of :mod:`memjax.features`:
+
+* ``sscd``: SSCD's TorchScript, ``.torchvision.pt`` or ``.classy.pt`` files;
+* ``squeezenet``: torchvision's ``squeezenet1_1-b8a52dc0.pth``;
+* ``dinov2``: the facebookresearch / torch hub ``dinov2_vit*14_pretrain.pth`` (renamed to the
+  ``transformers`` layout). A Hugging Face ``Dinov2Model`` directory (``config.json`` +
+  ``model.safetensors``) needs no conversion: pass the directory to ``load`` directly;
+* ``inception``: pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``.
+
 ``IN`` is a TorchScript file (``torch.jit.load(IN).state_dict()``) or a pickled state dict /
 module (``.pt`` / ``.pth``; a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is
 unwrapped). This is the only place memjax needs torch. The network's module may define
-``convert_keys(state: dict) -> dict`` to rename keys to its layout (torchvision names, as its
-loader expects; tensors keep PyTorch's shapes); without it the names pass through. The output
-is then checked by loading it with the network's own loader (shapes against its config), so a
-file for another architecture fails here, naming the mismatches.
+``convert_keys(state: dict) -> dict`` to rename keys to its layout (tensors keep PyTorch's
+shapes). The output is then checked by loading it with the network's own loader (names and
+shapes against its configuration), so a file for another architecture fails here, naming the
+mismatches.
 """
 
 from __future__ import annotations

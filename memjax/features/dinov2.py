@@ -10,9 +10,14 @@ products are cosine similarities.
 Accepted key layouts (all mapped to the current ``transformers`` one): ``save_pretrained``'s
 (``attention.attention.query``, ``attention.output.dense``, ``mlp.weights_in/out``), the current
 in-memory one (``attention.q_proj``, ``mlp.gate_proj``), either with a ``dinov2.`` prefix, and
-the original facebookresearch state dict (``blocks.N.attn.qkv``, ``ls1.gamma``, ``pos_embed``;
-its ``.pth`` converted to safetensors once). A bare ``.safetensors`` file without ``config.json``
-takes its shapes from the weights and the head count from ``arch`` (or the ViT-S/B/L/g table).
+the original facebookresearch state dict (``blocks.N.attn.qkv``, ``ls1.gamma``, ``pos_embed``).
+A Hugging Face directory needs no conversion; the facebookresearch ``.pth`` (torch hub's
+``dinov2_vits14_pretrain.pth``, ...) is converted once, to the ``transformers`` names, with::
+
+    python -m memjax.features.convert dinov2 dinov2_vits14_pretrain.pth dinov2_vits14.safetensors
+
+A bare ``.safetensors`` file without ``config.json`` takes its shapes from the weights and the
+head count from ``arch`` (or the ViT-S/B/L/g table).
 
 Preprocessing, the ``facebook/dinov2-*`` ``BitImageProcessor`` configuration applied to float
 images in ``[0, 1]``:
@@ -20,7 +25,8 @@ images in ``[0, 1]``:
 1. resize the shorter side to ``resize = 256`` (longer side ``int(256 long / short)``),
    bicubic with antialias (torchvision ``resize(..., BICUBIC, antialias=True)`` on a float
    tensor: Keys' cubic ``a = -0.5``, support scaled when shrinking);
-2. center crop ``crop = 224`` with corner ``((h - 224) // 2, (w - 224) // 2)``;
+2. center crop ``crop = 224`` with corner ``((h - 224) // 2, (w - 224) // 2)`` (Hugging Face's
+   rounding, ``center_crop(..., rounding="floor")``);
 3. normalise with the ImageNet mean ``(0.485, 0.456, 0.406)`` and std ``(0.229, 0.224, 0.225)``.
 
 This equals ``BitImageProcessor`` applied to the float images with ``do_rescale=False``
@@ -35,25 +41,21 @@ scale offset; memjax always uses the Hugging Face rule (:mod:`memjax.features.vi
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
 
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jaxtyping import Array, Float
 
-from memjax.features import _resize, _torch_weights
-from memjax.features.base import FeatureExtractor
+from memjax.features import preprocess as preprocess_lib
+from memjax.features import weights
+from memjax.features.base import FeatureExtractor, check_precision, from_nnx
+from memjax.features.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from memjax.features.vit import ViTConfig, Dinov2
 
-__all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "canonical_keys", "load", "preprocess",
-           "read_checkpoint", "skeleton"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["ARCHS", "IGNORE", "convert_keys", "load", "preprocess", "read_checkpoint"]
 
 # Published sizes (``facebook/dinov2-*``): (hidden, depth, heads, swiglu).
 ARCHS = {
@@ -62,6 +64,9 @@ ARCHS = {
     "vitl14": ViTConfig(1024, 24, 16),
     "vitg14": ViTConfig(1536, 40, 24, use_swiglu_ffn=True),
 }
+
+# Keys of the checkpoints the CLS features do not use: the masked-image-modelling token.
+IGNORE = ("embeddings.mask_token",)
 
 _HF_OLD = [  # save_pretrained's (original) layout -> the current transformers layout
     (r"\.attention\.attention\.query\.", ".attention.q_proj."),
@@ -96,8 +101,9 @@ def _rename(key: str, rules) -> str:
     return key
 
 
-def canonical_keys(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Maps any accepted key layout (module docstring) to the current ``transformers`` one."""
+def convert_keys(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Maps any accepted key layout (module docstring) to the current ``transformers`` one
+    (idempotent; :func:`load` applies it, ``python -m memjax.features.convert dinov2`` too)."""
     out = {}
     facebook = "pos_embed" in tensors or "cls_token" in tensors
     for key, w in tensors.items():
@@ -121,17 +127,17 @@ def _read_tensors(path: str) -> dict[str, np.ndarray]:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         tensors = {}
         for shard in shards:
-            tensors.update(_torch_weights.read_safetensors(os.path.join(path, shard), "DINOv2"))
+            tensors.update(weights.read_safetensors(os.path.join(path, shard)))
         return tensors
     file = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
-    return _torch_weights.read_safetensors(file, "DINOv2")
+    return weights.read_safetensors(file)
 
 
 def _config_from_json(path: str, file: str) -> ViTConfig:
     with open(file) as f:
         cfg = json.load(f)
     if cfg.get("model_type") != "dinov2":
-        raise ValueError(f"{path}: config.json has model_type {cfg.get('model_type')!r}, "
+        raise ValueError(f"path: {path!r}: config.json has model_type {cfg.get('model_type')!r}, "
                          "expected 'dinov2' (a Dinov2Model directory)")
     fields = {f.name for f in dataclasses.fields(ViTConfig)}
     kwargs = {k: v for k, v in cfg.items() if k in fields}
@@ -143,14 +149,14 @@ def _config_from_json(path: str, file: str) -> ViTConfig:
 
 def _config_from_weights(path: str, t: dict[str, np.ndarray], arch: str | None) -> ViTConfig:
     if "embeddings.cls_token" not in t or "embeddings.patch_embeddings.projection.weight" not in t:
-        raise ValueError(f"{path}: not a DINOv2 state dict: no embeddings.cls_token / "
+        raise ValueError(f"path: {path!r} is not a DINOv2 state dict: no embeddings.cls_token / "
                          "patch embedding (and no config.json beside it)")
     d = t["embeddings.cls_token"].shape[-1]
     heads = {c.hidden_size: c.num_attention_heads for c in ARCHS.values()}
     if arch is not None:
         heads[d] = ARCHS[arch].num_attention_heads
     if d not in heads:
-        raise ValueError(f"{path}: hidden size {d} is not a published DINOv2 size; give arch= or a "
+        raise ValueError(f"path: {path!r}: hidden size {d} is not a published DINOv2 size; give arch= or a "
                          "config.json with num_attention_heads")
     depth = len({k.split(".")[2] for k in t if k.startswith("encoder.layer.")})
     patch = t["embeddings.patch_embeddings.projection.weight"].shape[-1]
@@ -167,9 +173,9 @@ def read_checkpoint(path: str, arch: str | None = None) -> tuple[ViTConfig, dict
     if arch is not None and arch not in ARCHS:
         raise ValueError(f"arch: expected one of {sorted(ARCHS)}, got {arch!r}")
     if not os.path.exists(path):
-        raise ValueError(f"{path}: no such file or directory (expected a Dinov2Model directory or "
-                         ".safetensors file)")
-    tensors = canonical_keys(_read_tensors(path))
+        raise ValueError(f"path: no such file or directory {path!r} (expected a Dinov2Model "
+                         "directory or .safetensors file)")
+    tensors = convert_keys(_read_tensors(path))
     config_file = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), "config.json")
     if os.path.isfile(config_file):
         config = _config_from_json(path, config_file)
@@ -182,21 +188,14 @@ def read_checkpoint(path: str, arch: str | None = None) -> tuple[ViTConfig, dict
     return config, tensors
 
 
-@functools.lru_cache(maxsize=4)
-def skeleton(config: ViTConfig) -> _torch_weights.Skeleton:
-    """The network's structure and expected state-dict shapes for ``config`` (cached)."""
-    return _torch_weights.skeleton(lambda: Dinov2(config, rngs=nnx.Rngs(0)))
-
-
 def preprocess(x: Float[Array, "b h w 3"], resize: int | None = 256, crop: int | None = 224,
                mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Float[Array, "b s s 3"]:
     """Steps 1-3 of the module docstring on float images in ``[0, 1]``."""
     if resize is not None:
-        size = _resize.shorter_side_size(x.shape[1], x.shape[2], resize)
-        x = _resize.resize(x, size, "bicubic", antialias=True)
+        x = preprocess_lib.resize_shorter(x, resize, method="bicubic", antialias=True)
     if crop is not None:
-        x = _resize.center_crop(x, crop)
-    return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+        x = preprocess_lib.center_crop(x, crop, rounding="floor")
+    return preprocess_lib.normalize(x, mean, std)
 
 
 def _name(c: ViTConfig) -> str:
@@ -217,11 +216,17 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
         ``config.json`` is present (otherwise inferred from the hidden size).
       normalized: L2-normalise the features (cosine similarities by inner product).
       resize, crop: preprocessing sizes (``None`` skips the step).
-      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.extractor`).
+      batch_size: default images per step.
+      precision: matmul / convolution precision (:func:`memjax.features.base.from_nnx`).
+
+    Raises:
+      ValueError: bad ``arch`` or ``precision``, a missing or unreadable checkpoint, or weights
+        that do not fit the configuration.
     """
-    _torch_weights.check_precision(precision)
+    check_precision(precision)
     config, tensors = read_checkpoint(path, arch)
-    model = _torch_weights.fill(skeleton(config), tensors, os.fspath(path), "DINOv2")
+    model = weights.load_into(Dinov2, path, args=(config,), what="DINOv2", tensors=tensors,
+                              ignore=IGNORE)
 
     def forward(m: Dinov2, images):
         x = preprocess(images, resize, crop)
@@ -233,6 +238,5 @@ def load(path: str, *, arch: str | None = None, normalized: bool = True, resize:
             f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
         return f
 
-    return _torch_weights.extractor(_name(config), model, forward, dim=config.hidden_size,
-                                    normalized=normalized, batch_size=batch_size,
-                                    precision=precision)
+    return from_nnx(_name(config), model, forward, dim=config.hidden_size, normalized=normalized,
+                    batch_size=batch_size, precision=precision)

@@ -18,13 +18,14 @@ images in ``[0, 1]``: ``F.interpolate(x, (299, 299), mode="bilinear", align_corn
 
 Weights: the ``pt_inception-2015-12-05`` state dict (``Conv2d_1a_3x3.conv.weight``,
 ``Mixed_5b.branch1x1.bn.running_mean``, ...; ``fc.*`` ignored) or an ``InceptionV3`` module's
-state dict (``blocks.0.0.conv.weight``, ...), saved as safetensors (the ``.pth`` converted once).
+state dict (``blocks.0.0.conv.weight``, ...), as safetensors. pytorch-fid's published ``.pth`` is
+converted once with::
+
+    python -m memjax.features.convert inception pt_inception-2015-12-05-6726825d.pth pt_inception.safetensors
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 
 import jax
@@ -32,10 +33,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
-from memjax.features import _resize, _torch_weights
-from memjax.features.base import FeatureExtractor
+from memjax.features import preprocess as preprocess_lib
+from memjax.features import weights
+from memjax.features.base import FeatureExtractor, check_precision, from_nnx
 
-__all__ = ["FIDInceptionV3", "canonical_keys", "load", "preprocess", "skeleton"]
+__all__ = ["FIDInceptionV3", "IGNORE", "convert_keys", "load", "preprocess"]
 
 # InceptionV3 (pytorch-fid wrapper) block positions -> torchvision / pt_inception names.
 _BLOCKS = [["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"],
@@ -43,6 +45,9 @@ _BLOCKS = [["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"],
            ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
             "Mixed_6e"],
            ["Mixed_7a", "Mixed_7b", "Mixed_7c"]]
+# Keys of the published state dict the pool3 features do not use: the 1008-way classifier
+# and BatchNorm's step counters.
+IGNORE = ("fc.*",) + weights.BN_COUNTERS
 
 
 # -- pooling ---------------------------------------------------------------------------------------
@@ -71,10 +76,8 @@ class BasicConv2d(nnx.Module):
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         ph, pw = (padding, padding) if isinstance(padding, int) else padding
         self.conv = nnx.Conv(cin, cout, (kh, kw), strides=stride, padding=((ph, ph), (pw, pw)),
-                             use_bias=False, kernel_init=_torch_weights.shape_only, rngs=rngs)
-        self.bn = nnx.BatchNorm(cout, epsilon=1e-3, use_running_average=True,
-                                scale_init=_torch_weights.shape_only,
-                                bias_init=_torch_weights.shape_only, rngs=rngs)
+                             use_bias=False, rngs=rngs)
+        self.bn = nnx.BatchNorm(cout, epsilon=1e-3, use_running_average=True, rngs=rngs)
 
     def __call__(self, x):
         return jax.nn.relu(self.bn(self.conv(x)))
@@ -192,7 +195,8 @@ class InceptionE(nnx.Module):
 class FIDInceptionV3(nnx.Module):
     """pytorch-fid's Inception-v3 up to pool3: ``[b, 299, 299, 3]`` in ``[-1, 1]`` -> ``[b, 2048]``."""
 
-    def __init__(self, *, rngs: nnx.Rngs):
+    def __init__(self, *, rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
         C = lambda *a, **k: BasicConv2d(*a, **k, rngs=rngs)  # noqa: E731
         self.Conv2d_1a_3x3 = C(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = C(32, 32, 3)
@@ -220,14 +224,9 @@ class FIDInceptionV3(nnx.Module):
         return jnp.mean(x, axis=(1, 2))
 
 
-@functools.lru_cache(maxsize=1)
-def skeleton() -> _torch_weights.Skeleton:
-    """The network's structure and expected state-dict shapes (built once per process)."""
-    return _torch_weights.skeleton(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)))
-
-
-def canonical_keys(tensors: dict) -> dict:
-    """``blocks.i.j.*`` (the ``InceptionV3`` wrapper's keys) -> the pt_inception names."""
+def convert_keys(tensors: dict) -> dict:
+    """``blocks.i.j.*`` (the ``InceptionV3`` wrapper's keys) -> the pt_inception names; those
+    pass through (so the published ``pt_inception-2015-12-05`` ``.pth`` needs no renaming)."""
     out = {}
     for key, w in tensors.items():
         m = re.match(r"^blocks\.(\d)\.(\d)\.(.*)$", key)
@@ -240,23 +239,27 @@ def canonical_keys(tensors: dict) -> dict:
 def preprocess(x: Float[Array, "b h w 3"], resize: bool = True) -> Float[Array, "b s s 3"]:
     """Bilinear resize to 299 x 299 (no antialias, ``align_corners=False``), then ``2 x - 1``."""
     if resize:
-        x = _resize.resize(x, (299, 299), "bilinear", antialias=False)
+        x = preprocess_lib.resize(x, 299, 299, method="bilinear", antialias=False)
     return 2.0 * x - 1.0
 
 
-def load(path: str, *, resize: bool = True, batch_size: int = 50, precision: str = "highest"
+def load(path, *, resize: bool = True, batch_size: int = 50, precision: str = "highest"
          ) -> FeatureExtractor:
     """pytorch-fid's Inception pool3 features (module docstring) from a safetensors state dict.
 
     Args:
       path: ``.safetensors`` with the pt_inception (or ``InceptionV3`` module) key names.
       resize: resize inputs to 299 x 299 first (pytorch-fid's ``resize_input``).
-      precision: matmul / convolution precision (:func:`memjax.features._torch_weights.extractor`).
+      batch_size: default images per step.
+      precision: matmul / convolution precision (:func:`memjax.features.base.from_nnx`).
+
+    Raises:
+      ValueError: bad ``precision``, missing or unreadable file, or weights that do not fit.
     """
-    path = os.fspath(path)
-    _torch_weights.check_precision(precision)
-    tensors = canonical_keys(_torch_weights.read_safetensors(path, "FID Inception-v3"))
-    model = _torch_weights.fill(skeleton(), tensors, path, "FID Inception-v3")
+    check_precision(precision)
+    tensors = convert_keys(weights.read_safetensors(path))
+    model = weights.load_into(FIDInceptionV3, path, what="FID Inception-v3", tensors=tensors,
+                              ignore=IGNORE)
 
     def forward(m: FIDInceptionV3, images):
         x = preprocess(images, resize)
@@ -265,5 +268,5 @@ def load(path: str, *, resize: bool = True, batch_size: int = 50, precision: str
                              f"{x.shape[1:3]}")
         return m(x)
 
-    return _torch_weights.extractor("inception-fid", model, forward, dim=2048, normalized=False,
-                                    batch_size=batch_size, precision=precision)
+    return from_nnx("inception-fid", model, forward, dim=2048, normalized=False,
+                    batch_size=batch_size, precision=precision)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memjax.features import preprocess, weights
-from memjax.features.base import FeatureExtractor, from_nnx
+from memjax.features.base import FeatureExtractor, check_precision, from_nnx
 from memjax.features.resnet import conv, max_pool
 
 __all__ = ["Fire", "SqueezeNet", "load"]
@@ -71,16 +71,20 @@ class SqueezeNet(nnx.Module):
         return jnp.mean(nnx.relu(self.classifier["1"](x)), axis=(1, 2))
 
 
-def load(path, *, batch_size: int = 64) -> FeatureExtractor:
-    """SqueezeNet 1.1 logits (1000) from a converted ``.safetensors`` torchvision state dict.
+def load(path, *, batch_size: int = 64, precision: str = "highest") -> FeatureExtractor:
+    """SqueezeNet 1.1 logits (1000) from a converted ``.safetensors`` torchvision state dict
+    (``precision``: :func:`memjax.features.base.from_nnx`).
 
     Raises:
-      ValueError: missing or unreadable file, or weights that do not fit SqueezeNet 1.1.
+      ValueError: bad ``precision``, missing or unreadable file, or weights that do not fit
+        SqueezeNet 1.1.
     """
+    check_precision(precision)
     model = weights.load_into(SqueezeNet, path, what="squeezenet1_1")
 
     def fn(net: SqueezeNet, x):
         x = preprocess.center_crop(preprocess.resize_shorter(x, 256), 224)
         return net(preprocess.normalize(x))
 
-    return from_nnx("squeezenet1_1", model, fn, dim=1000, batch_size=batch_size)
+    return from_nnx("squeezenet1_1", model, fn, dim=1000, batch_size=batch_size,
+                    precision=precision)

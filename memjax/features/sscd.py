@@ -4,7 +4,7 @@ The network is SSCD's torchvision layout: a ResNet-50 trunk (``disc_mixup``; Res
 32x4d for ``disc_large``), GeM pooling with ``p = 3``, a linear projection ``fc`` (2048 -> 512,
 or 1024 for ``disc_large``) and L2 normalisation, so the inner product of two descriptors is
 their cosine similarity, the quantity paper 001's bands ([0.4, 0.5), [0.5, 0.6), [0.6, 1])
-threshold.
+threshold (declared for the ``"sscd-*"`` feature spaces only: :func:`memjax.features.bands_for`).
 
 Preprocessing (the SSCD README's ``small_288``, which the authors recommend for inference):
 resize the shorter side to 288 (antialiased bilinear, aspect kept), no crop, ImageNet
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memjax.features import preprocess, weights
-from memjax.features.base import FeatureExtractor, from_nnx
+from memjax.features.base import FeatureExtractor, check_precision, from_nnx
 from memjax.features.resnet import ResNet
 
 __all__ = ["ARCHS", "build", "convert_keys", "load"]
@@ -55,7 +55,7 @@ def _detect_arch(tensors: dict) -> str:
 
 
 def load(path, *, arch: str | None = None, size: int = 288, square: bool = False,
-         batch_size: int = 32) -> FeatureExtractor:
+         batch_size: int = 32, precision: str = "highest") -> FeatureExtractor:
     """SSCD descriptors from a converted ``.safetensors`` file (module docstring).
 
     Args:
@@ -65,17 +65,20 @@ def load(path, *, arch: str | None = None, size: int = 288, square: bool = False
       size: shorter-side resize (288), or the square side with ``square=True`` (use 320).
       square: resize to ``size x size`` ignoring the aspect ratio (README's ``skew_320``).
       batch_size: default images per step.
+      precision: matmul / convolution precision (:func:`memjax.features.base.from_nnx`).
 
     Raises:
-      ValueError: unknown ``arch``, missing or unreadable file, or weights that do not fit.
+      ValueError: unknown ``arch`` or ``precision``, missing or unreadable file, or weights that do not fit.
     """
-    tensors = weights.read_safetensors(path)
-    arch = _detect_arch(tensors) if arch is None else arch
-    if arch not in ARCHS:
+    check_precision(precision)
+    if arch is not None and arch not in ARCHS:
         raise ValueError(f"arch: expected one of {sorted(ARCHS)}, got {arch!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size: expected a positive int, got {size!r}")
-    model = weights.load_into(lambda: build(arch), path, what=f"sscd {arch}", tensors=tensors)
+    tensors = weights.read_safetensors(path)
+    arch = _detect_arch(tensors) if arch is None else arch
+    model = weights.load_into(build, path, args=(arch,), what=f"sscd {arch}", tensors=tensors,
+                              ignore=weights.BN_COUNTERS)
 
     def fn(net: ResNet, x):
         x = preprocess.resize(x, size, size) if square else preprocess.resize_shorter(x, size)
@@ -83,7 +86,7 @@ def load(path, *, arch: str | None = None, size: int = 288, square: bool = False
         return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
     return from_nnx(f"sscd-{arch}", model, fn, dim=ARCHS[arch][3], normalized=True,
-                    batch_size=batch_size)
+                    batch_size=batch_size, precision=precision)
 
 
 _CLASSY_CONV = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3"}

@@ -2,7 +2,7 @@ r"""The DINOv2 Vision Transformer in Flax NNX, laid out as Hugging Face's ``Dino
 
 Attribute names follow ``transformers.models.dinov2.modeling_dinov2`` (the ``q_proj / k_proj /
 v_proj / o_proj`` layout), so the NNX state paths are the state-dict keys
-(:mod:`memjax.features._torch_weights`). For ``x`` the ``[b, H, W, 3]`` normalised pixels,
+(:mod:`memjax.features.weights`). For ``x`` the ``[b, H, W, 3]`` normalised pixels,
 patch size ``p`` and a ``g_h x g_w = (H // p) x (W // p)`` patch grid:
 
 .. math::
@@ -28,8 +28,9 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
-from memjax.features import _resize
-from memjax.features._torch_weights import shape_only
+from memjax.features import preprocess
+
+__all__ = ["ACTIVATIONS", "ViTConfig", "Dinov2"]
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -66,13 +67,12 @@ class ViTConfig:
 
 
 def _linear(i: int, o: int, rngs: nnx.Rngs, bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(i, o, use_bias=bias, kernel_init=shape_only, bias_init=shape_only, rngs=rngs)
+    return nnx.Linear(i, o, use_bias=bias, rngs=rngs)
 
 
 def _layer_norm(d: int, eps: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
     # two-pass variance, as torch (the one-pass E[x^2] - E[x]^2 loses digits on large means)
-    return nnx.LayerNorm(d, epsilon=eps, use_fast_variance=False, scale_init=shape_only,
-                         bias_init=shape_only, rngs=rngs)
+    return nnx.LayerNorm(d, epsilon=eps, use_fast_variance=False, rngs=rngs)
 
 
 class Attention(nnx.Module):
@@ -116,7 +116,7 @@ class SwiGLU(nnx.Module):
 
 class LayerScale(nnx.Module):
     def __init__(self, d: int):
-        self.lambda1 = nnx.Param(shape_only(None, (d,)))
+        self.lambda1 = nnx.Param(jnp.ones((d,)))
 
     def __call__(self, z):
         return z * self.lambda1[...]
@@ -141,8 +141,7 @@ class PatchEmbeddings(nnx.Module):
     def __init__(self, c: ViTConfig, rngs: nnx.Rngs):
         p = c.patch_size
         self.projection = nnx.Conv(c.num_channels, c.hidden_size, kernel_size=(p, p),
-                                   strides=(p, p), padding="VALID", kernel_init=shape_only,
-                                   bias_init=shape_only, rngs=rngs)
+                                   strides=(p, p), padding="VALID", rngs=rngs)
 
     def __call__(self, x):
         y = self.projection(x)
@@ -153,8 +152,8 @@ class Embeddings(nnx.Module):
     def __init__(self, c: ViTConfig, rngs: nnx.Rngs):
         d, g = c.hidden_size, c.image_size // c.patch_size
         self.patch_size = c.patch_size
-        self.cls_token = nnx.Param(shape_only(None, (1, 1, d)))
-        self.position_embeddings = nnx.Param(shape_only(None, (1, g * g + 1, d)))
+        self.cls_token = nnx.Param(jnp.zeros((1, 1, d)))
+        self.position_embeddings = nnx.Param(jnp.zeros((1, g * g + 1, d)))
         self.patch_embeddings = PatchEmbeddings(c, rngs)
 
     def positions(self, gh: int, gw: int) -> Float[Array, "1 n d"]:
@@ -165,7 +164,7 @@ class Embeddings(nnx.Module):
             return pos
         side = int(round(n ** 0.5))
         grid = pos[0, 1:].reshape(side, side, -1)
-        grid = _resize.pos_grid_resize(grid, (gh, gw), antialias=False)
+        grid = preprocess.resize(grid[None], gh, gw, method="bicubic", antialias=False)[0]
         return jnp.concatenate([pos[:, :1], grid.reshape(1, gh * gw, -1)], axis=1)
 
     def __call__(self, x: Float[Array, "b h w c"]) -> Float[Array, "b n d"]:
@@ -184,7 +183,8 @@ class Encoder(nnx.Module):
 class Dinov2(nnx.Module):
     """``Dinov2Model``: ``__call__`` gives ``last_hidden_state [b, 1 + g_h g_w, d]``."""
 
-    def __init__(self, c: ViTConfig, *, rngs: nnx.Rngs):
+    def __init__(self, c: ViTConfig, *, rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
         self.embeddings = Embeddings(c, rngs)
         self.encoder = Encoder(c, rngs)
         self.layernorm = _layer_norm(c.hidden_size, c.layer_norm_eps, rngs)

@@ -1,41 +1,46 @@
 r"""Loading PyTorch-named weights (safetensors, no torch) into Flax NNX modules.
 
-A network whose NNX attribute tree mirrors its PyTorch module tree (``layer1`` an
-``nnx.List`` of blocks, ``downsample`` an ``nnx.List`` ``[conv, bn]``, ...) gets its PyTorch
-state-dict names for free: the NNX path ``("layer1", 0, "conv1", "kernel")`` is the PyTorch key
-``"layer1.0.conv1.weight"``. Leaves map as
+Every network of :mod:`memjax.features` names its NNX attributes as the PyTorch module it ports
+(``layer1`` an ``nnx.List`` of blocks, ``features`` an ``nnx.Dict``, ...), so a variable's path
+in the NNX state *is* its state-dict key once the leaf is renamed: the NNX path
+``("layer1", 0, "conv1", "kernel")`` is the PyTorch key ``"layer1.0.conv1.weight"``. Leaves map as
 
 =============  ==================  =============================================
 NNX leaf       PyTorch name        layout
 =============  ==================  =============================================
 conv kernel    ``weight``          ``[kh, kw, in/groups, out]`` <- ``[out, in/groups, kh, kw]``
 dense kernel   ``weight``          ``[in, out]`` <- ``[out, in]``
-``bias``       ``bias``            same
-BN ``scale``   ``weight``          same
+``scale``      ``weight``          same (BatchNorm, LayerNorm)
 BN ``mean``    ``running_mean``    same
 BN ``var``     ``running_var``     same
+any other      its own name        same (``bias``, ``cls_token``, ``lambda1``, ...)
 =============  ==================  =============================================
 
-:func:`load_into` builds the module abstractly (``nnx.eval_shape``: no initialisation cost),
-checks the file against it -- every expected key present, no unexpected key, every shape equal
--- and only then converts and assigns, so a wrong file raises a ``ValueError`` naming the path
-and the mismatches before any weight is used.
+:func:`load_into` builds the module abstractly (``nnx.eval_shape``: no initialisation cost;
+cached per architecture, as tracing Inception-v3's construction takes seconds),
+checks the file against it -- every expected key present, every shape equal, and no key left
+over except those the network declares it does not use (``ignore``: e.g. BatchNorm's
+``num_batches_tracked``, Inception's classifier ``fc.*``, DINOv2's ``mask_token``) -- and only
+then converts and assigns, so a wrong file raises a ``ValueError`` naming the path, the tensors
+and both shapes before any weight is used.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import os
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["read_safetensors", "torch_names", "torch_state", "load_into"]
+__all__ = ["BN_COUNTERS", "read_safetensors", "torch_names", "expected_shapes", "load_into"]
 
-_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
-         "var": "running_var"}
-_IGNORED = ("num_batches_tracked",)
+_LEAF = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
+BN_COUNTERS = ("*num_batches_tracked",)
+"""``ignore`` patterns for networks with BatchNorm: PyTorch's step counters are not weights."""
 
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
@@ -49,23 +54,27 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
 
     try:
         return dict(load_file(path))
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
         raise ValueError(f"path: {path!r} is not a readable safetensors file ({e}); convert "
                          f".pt / .pth files with `python -m memjax.features.convert`") from e
 
 
-def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    if len(shape) == 4:
+def _is_kernel(npath: tuple) -> bool:
+    return str(npath[-1]) == "kernel"
+
+
+def _torch_shape(npath: tuple, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if _is_kernel(npath) and len(shape) == 4:
         return (shape[3], shape[2], shape[0], shape[1])
-    if len(shape) == 2:
+    if _is_kernel(npath) and len(shape) == 2:
         return (shape[1], shape[0])
     return tuple(shape)
 
 
-def _to_flax(a: np.ndarray) -> np.ndarray:
-    if a.ndim == 4:
+def _to_flax(npath: tuple, a: np.ndarray) -> np.ndarray:
+    if _is_kernel(npath) and a.ndim == 4:
         return np.transpose(a, (2, 3, 1, 0))
-    if a.ndim == 2:
+    if _is_kernel(npath) and a.ndim == 2:
         return a.T
     return a
 
@@ -73,25 +82,30 @@ def _to_flax(a: np.ndarray) -> np.ndarray:
 def torch_names(state: nnx.State) -> dict[str, tuple[tuple, tuple[int, ...]]]:
     """``{pytorch key: (nnx path, pytorch shape)}`` for every variable of an NNX state."""
     out = {}
-    for path, var in nnx.to_flat_state(state):
-        key = ".".join(str(p) for p in path[:-1] + (_LEAF[path[-1]],))
-        out[key] = (path, _torch_shape(tuple(var.get_value().shape)))
+    for npath, var in nnx.to_flat_state(state):
+        leaf = str(npath[-1])
+        key = ".".join(str(p) for p in npath[:-1] + (_LEAF.get(leaf, leaf),))
+        out[key] = (npath, _torch_shape(npath, tuple(var.get_value().shape)))
     return out
 
 
-def torch_state(module: nnx.Module) -> dict[str, np.ndarray]:
-    """The PyTorch state dict of an NNX module (inverse of :func:`load_into`'s conversion);
-    ``safetensors.numpy.save_file(torch_state(m), path)`` writes a file :func:`load_into` reads."""
-    out = {}
-    for path, var in nnx.to_flat_state(nnx.state(module)):
-        a = np.asarray(var.get_value(), np.float32)
-        a = np.transpose(a, (3, 2, 0, 1)) if a.ndim == 4 else (a.T if a.ndim == 2 else a)
-        out[".".join(str(p) for p in path[:-1] + (_LEAF[path[-1]],))] = np.ascontiguousarray(a)
-    return out
+@functools.lru_cache(maxsize=8)
+def _abstract(build: Callable[..., nnx.Module], args: tuple):
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build(*args)))
+    return graphdef, nnx.to_flat_state(state), torch_names(state)
 
 
-def _mismatches(expected: dict, tensors: dict[str, np.ndarray]) -> list[str]:
-    found = {k: v for k, v in tensors.items() if k.rsplit(".", 1)[-1] not in _IGNORED}
+def expected_shapes(build: Callable[..., nnx.Module], *args) -> dict[str, tuple[int, ...]]:
+    """``{pytorch key: pytorch shape}`` of the network ``build(*args)`` (built abstractly)."""
+    return {k: s for k, (_, s) in _abstract(build, args)[2].items()}
+
+
+def _mismatches(expected: dict, tensors: Mapping[str, np.ndarray],
+                ignore: Sequence[str]) -> list[str]:
+    def used(key):
+        return key in expected or not any(fnmatch.fnmatchcase(key, p) for p in ignore)
+
+    found = {k: v for k, v in tensors.items() if used(k)}
     problems = []
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -107,29 +121,34 @@ def _mismatches(expected: dict, tensors: dict[str, np.ndarray]) -> list[str]:
     return problems
 
 
-def load_into(build: Callable[[], nnx.Module], path, *, what: str,
-              tensors: dict[str, np.ndarray] | None = None) -> nnx.Module:
-    """Builds ``build()`` with the weights of the safetensors file ``path``.
+def load_into(build: Callable[..., nnx.Module], path, *, what: str, args: tuple = (),
+              tensors: Mapping[str, np.ndarray] | None = None,
+              ignore: Sequence[str] = ()) -> nnx.Module:
+    """Builds ``build(*args)`` with the weights of the safetensors file ``path``.
 
     Args:
-      build: constructs the module (called under ``nnx.eval_shape``: shapes only).
+      build: constructs the module (called under ``nnx.eval_shape``: shapes only); with
+        ``args`` hashable, as the abstract module is cached on ``(build, args)``.
       path: a ``.safetensors`` file with PyTorch-named, PyTorch-shaped tensors.
       what: the architecture, named in error messages (e.g. ``"sscd resnet50"``).
-      tensors: the file's tensors when already read (:func:`read_safetensors`).
+      args: ``build``'s arguments (e.g. an architecture name or a frozen config).
+      tensors: the file's tensors when already read (and renamed) by the caller.
+      ignore: ``fnmatch`` patterns of the file's keys the network does not use (e.g.
+        :data:`BN_COUNTERS`, ``"fc.*"``); any other key the network lacks is an error.
 
     Raises:
       ValueError: missing or unreadable file, missing / unexpected keys, or shape mismatches
-        (the message names ``path`` and the mismatches).
+        (the message names ``path``, the tensors and both shapes).
     """
     tensors = read_safetensors(path) if tensors is None else tensors
-    abstract = nnx.eval_shape(build)
-    graphdef, state = nnx.split(abstract)
-    expected = torch_names(state)
-    problems = _mismatches(expected, tensors)
+    graphdef, flat, expected = _abstract(build, tuple(args))
+    problems = _mismatches(expected, tensors, ignore)
     if problems:
         raise ValueError(f"path: {os.fspath(path)!r} does not hold {what} weights: "
                          + "; ".join(problems))
-    variables = dict(nnx.to_flat_state(state))
-    for key, (npath, _) in expected.items():
-        variables[npath].set_value(jnp.asarray(_to_flax(tensors[key]), jnp.float32))
+    keys = {npath: key for key, (npath, _) in expected.items()}
+    state = nnx.from_flat_state([
+        (npath, var.replace(jnp.asarray(_to_flax(npath, np.asarray(tensors[keys[npath]])),
+                                        jnp.float32)))
+        for npath, var in flat])
     return nnx.merge(graphdef, state)

@@ -40,14 +40,9 @@ def _extractor(features) -> FeatureExtractor:
     if isinstance(features, FeatureExtractor):
         return features
     if isinstance(features, (str, os.PathLike)):
-        name, _, path = str(features).partition(":")
-        if name == "inception" and path:
-            from memjax.features import inception
+        from memjax.features import load
 
-            return inception.load(path)
-        from memjax import features as registry
-
-        return registry.load(str(features))
+        return load(os.fspath(features))
     raise ValueError("features: expected a FeatureExtractor or a spec such as "
                      f"'inception:/path/to/pt_inception.safetensors' to embed images, got {features!r}")
 
