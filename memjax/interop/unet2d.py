@@ -125,7 +125,7 @@ class UNetConfig:
 
 def timestep_embedding(t: Float[Array, " b"], dim: int, flip_sin_to_cos: bool, freq_shift: float
                        ) -> Float[Array, "b dim"]:
-    r"""diffusers' ``get_timestep_embedding``: ``[\sin(t w_k), \cos(t w_k)]``, ``w_k = 10^{-4 k/(half - shift)}``."""
+    r"""diffusers' ``get_timestep_embedding``: ``[sin(t w_k), cos(t w_k)]``, ``w_k = 10^{-4k/(half - shift)}``."""
     half = dim // 2
     freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
     arg = t.astype(jnp.float32)[:, None] * freqs[None, :]
@@ -191,8 +191,9 @@ class Attention(nnx.Module):
         b, hh, ww, c = x.shape
         h = self.group_norm(x) if self.group_norm is not None else x
         h = h.reshape(b, hh * ww, c)
-        q, k, v = (f(h).reshape(b, hh * ww, self.heads, c // self.heads) for f in (self.to_q, self.to_k, self.to_v))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(c // self.heads)
+        d = c // self.heads
+        q, k, v = (f(h).reshape(b, hh * ww, self.heads, d) for f in (self.to_q, self.to_k, self.to_v))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)
         w = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(b, hh * ww, c)
         out = self.to_out[0](out).reshape(b, hh, ww, c)
