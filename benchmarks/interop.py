@@ -193,6 +193,9 @@ def main():
     bench_forward(pre, torch_model, 8, lines)
     bench_volume(score_fns, pre.schedule, (1, 10) if args.quick else (1, 10, 100), 1, lines)
     bench_ease(score_fns, pre.schedule, 8 if args.quick else 16, lines)
+    if score_fns["torch"] is None:
+        lines.append("torch columns: n/a -- memjax.interop.torch (the torch bridge) or torch was not importable "
+                     "in this run; rerun this script where both are.")
     text = "\n".join(lines)
     if args.out:
         with open(args.out, "w") as f:
