@@ -138,8 +138,12 @@ def test_ddim_50_steps_matches_diffusers(tmp_path, prediction_type):
             x = sched.step(model(x, t).sample, t, x, eta=0.0).prev_sample
     ours = jax.jit(jax.vmap(lambda z0: sampling.ddim(pre.score_fn, pre.schedule, z0, num_steps=50)))(_nhwc(z))
     ref = x.numpy().transpose(0, 2, 3, 1)
-    assert np.abs(np.asarray(ours) - ref).max() < 1e-3, np.abs(np.asarray(ours) - ref).max()
-    assert np.abs(ref).max() > 0.1
+    # 1e-3 max abs on O(1) samples. A random eps-network is no denoiser: its x0 estimates
+    # (x - sigma eps) / alpha reach |x| ~ 400 (measured 445, error 6.7e-4), so there the bound
+    # scales with the sample (1e-5 relative).
+    scale = float(np.abs(ref).max())
+    err = float(np.abs(np.asarray(ours) - ref).max())
+    assert scale > 0.1 and err < 1e-3 * max(1.0, scale / 100), (err, scale)
 
 
 def test_linear_time_convention_is_paper000s(tmp_path):
