@@ -64,7 +64,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from memjax import _checks, flow, parallel
-from memjax.sde import VPSDE, ScoreFn
+from memjax.sde import VPSDE, VPSchedule, ScoreFn
 
 SAMPLERS = ("ode", "sde", "ddim")
 OUTPUTS = ("logits", "log_prob")
@@ -117,9 +117,13 @@ def ddim(score_fn: Callable, sde: VPSDE, z: Array, key: PRNGKeyArray | None = No
          num_steps: int = 100, eta: float = 0.0, denoise: bool = True, cond: Any = None) -> Array:
     r"""DDIM in continuous VP time for one example (``eta = 0``: deterministic).
 
-    See the module docstring for the update; ``key`` is only used when ``eta > 0``.
+    See the module docstring for the update; ``key`` is only used when ``eta > 0``. A schedule
+    with a ``ddim_grid(num_steps, dtype)`` method (:class:`memjax.schedules.DiscreteVP`) sets the
+    grid: diffusers' ``DDIMScheduler`` timesteps, ending at ``t = 0`` (``alpha = 1``), so the
+    last step returns the Tweedie estimate ``\hat x_0`` as diffusers does.
     """
-    ts = time_grid(sde, num_steps, z.dtype)
+    grid = getattr(sde, "ddim_grid", None)
+    ts = grid(num_steps, z.dtype) if grid is not None else time_grid(sde, num_steps, z.dtype)
     key = jax.random.key(0) if key is None else key
     keys = jax.random.split(key, num_steps)
     last = num_steps - 1
@@ -407,8 +411,9 @@ def make_sampler(score_fn: Callable, sde: VPSDE, shape: tuple[int, ...], *, samp
     """
     if not callable(score_fn):
         raise ValueError(f"score_fn: expected a callable, got {type(score_fn).__name__}")
-    if not isinstance(sde, VPSDE):
-        raise ValueError(f"sde: expected a memjax.VPSDE, got {type(sde).__name__}")
+    if not isinstance(sde, VPSchedule):
+        raise ValueError(f"sde: expected a memjax.VPSDE or another VP schedule (memjax.schedules), "
+                         f"got {type(sde).__name__}")
     if not isinstance(shape, (tuple, list)) or not all(
             isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise ValueError(f"shape: expected a tuple of positive integers, got {shape!r}")

@@ -31,41 +31,27 @@ ScoreFn = Callable[[Array, Array], Array]
 """``score_fn(x, t) -> grad_x log p_t(x)`` for one example ``x`` and a scalar ``t``."""
 
 
-@dataclasses.dataclass(frozen=True)
-class VPSDE:
-    """Variance-preserving SDE with a linear ``beta`` schedule.
+class VPSchedule:
+    r"""Base of the variance-preserving family (linear :class:`VPSDE`, and ``memjax.schedules``).
 
-    Frozen and hashable, so it can be passed as a static argument to ``jax.jit``.
-    The defaults are those of score_sde / paper 000 (beta in [0.1, 20], t in [1e-3, 1]).
+    A subclass defines the noise rate ``beta(t)``, its half-integral ``m(t) = \int_0^t \beta/2``
+    and the inverse ``t_from_sigma``, plus the fields ``t_min`` and ``t_max``; the kernel
+    ``alpha = e^{-m}``, ``sigma^2 = 1 - e^{-2m}`` and the dynamics (eqs. 3-8) follow here, so
+    every analysis that takes an ``sde`` takes any member of the family unchanged.
+    Subclasses are frozen dataclasses (hashable: static arguments of ``jax.jit``).
     """
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    t_min: float = 1e-3
-    t_max: float = 1.0
+    t_min: float
+    t_max: float
 
-    def __post_init__(self):
-        for name in ("beta_min", "beta_max", "t_min", "t_max"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not jnp.isfinite(value):
-                raise ValueError(f"VPSDE.{name}: expected a finite number, got {value!r}")
-        if self.beta_min < 0 or self.beta_max < self.beta_min:
-            raise ValueError(f"VPSDE.beta_min/beta_max: expected 0 <= beta_min <= beta_max, got "
-                             f"{self.beta_min}, {self.beta_max}")
-        if self.beta_max <= 0:
-            raise ValueError(f"VPSDE.beta_max: expected a positive number, got {self.beta_max}")
-        if not 0 <= self.t_min < self.t_max:
-            raise ValueError(f"VPSDE.t_min/t_max: expected 0 <= t_min < t_max, got "
-                             f"{self.t_min}, {self.t_max}")
-
-    # -- schedule -----------------------------------------------------------------------------
     def beta(self, t: Float[Array, "..."]) -> Float[Array, "..."]:
-        r"""``\beta(t) = \beta_{min} + t (\beta_{max} - \beta_{min})`` (eq. 3)."""
-        return self.beta_min + t * (self.beta_max - self.beta_min)
+        raise NotImplementedError
 
     def m(self, t: Float[Array, "..."]) -> Float[Array, "..."]:
-        r"""``m(t) = \int_0^t \beta(s)/2\,ds = \beta_{min} t/2 + (\beta_{max}-\beta_{min}) t^2/4`` (eq. 5)."""
-        return 0.5 * self.beta_min * t + 0.25 * (self.beta_max - self.beta_min) * t**2
+        raise NotImplementedError
+
+    def t_from_sigma(self, sigma: Float[Array, "..."]) -> Float[Array, "..."]:
+        raise NotImplementedError
 
     def alpha(self, t: Float[Array, "..."]) -> Float[Array, "..."]:
         r"""Signal scale ``\alpha(t) = e^{-m(t)}`` (eq. 4)."""
@@ -82,15 +68,6 @@ class VPSDE:
     def log_snr(self, t: Float[Array, "..."]) -> Float[Array, "..."]:
         r"""``\log(\alpha^2 / \sigma^2)``."""
         return -2.0 * self.m(t) - jnp.log(self.variance(t))
-
-    def t_from_sigma(self, sigma: Float[Array, "..."]) -> Float[Array, "..."]:
-        r"""Inverse of ``sigma(t)``: solves ``m(t) = -\tfrac12\log(1-\sigma^2)`` for ``t >= 0``."""
-        m = -0.5 * jnp.log1p(-jnp.asarray(sigma) ** 2)
-        a = 0.25 * (self.beta_max - self.beta_min)
-        b = 0.5 * self.beta_min
-        if a == 0:
-            return m / b
-        return (-b + jnp.sqrt(b * b + 4 * a * m)) / (2 * a)
 
     # -- marginals ----------------------------------------------------------------------------
     def marginal(self, x0: Array, t: Float[Array, ""], noise: Array) -> Array:
@@ -137,3 +114,49 @@ class VPSDE:
     def check_time(self, name: str, t) -> None:
         """Raises ``ValueError`` when concrete ``t`` is outside ``[t_min, t_max]``."""
         _checks.check_time(name, t, self.t_min, self.t_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class VPSDE(VPSchedule):
+    """Variance-preserving SDE with a linear ``beta`` schedule.
+
+    Frozen and hashable, so it can be passed as a static argument to ``jax.jit``.
+    The defaults are those of score_sde / paper 000 (beta in [0.1, 20], t in [1e-3, 1]).
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    t_min: float = 1e-3
+    t_max: float = 1.0
+
+    def __post_init__(self):
+        for name in ("beta_min", "beta_max", "t_min", "t_max"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not jnp.isfinite(value):
+                raise ValueError(f"VPSDE.{name}: expected a finite number, got {value!r}")
+        if self.beta_min < 0 or self.beta_max < self.beta_min:
+            raise ValueError(f"VPSDE.beta_min/beta_max: expected 0 <= beta_min <= beta_max, got "
+                             f"{self.beta_min}, {self.beta_max}")
+        if self.beta_max <= 0:
+            raise ValueError(f"VPSDE.beta_max: expected a positive number, got {self.beta_max}")
+        if not 0 <= self.t_min < self.t_max:
+            raise ValueError(f"VPSDE.t_min/t_max: expected 0 <= t_min < t_max, got "
+                             f"{self.t_min}, {self.t_max}")
+
+    # -- schedule -----------------------------------------------------------------------------
+    def beta(self, t: Float[Array, "..."]) -> Float[Array, "..."]:
+        r"""``\beta(t) = \beta_{min} + t (\beta_{max} - \beta_{min})`` (eq. 3)."""
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def m(self, t: Float[Array, "..."]) -> Float[Array, "..."]:
+        r"""``m(t) = \int_0^t \beta(s)/2\,ds = \beta_{min} t/2 + (\beta_{max}-\beta_{min}) t^2/4`` (eq. 5)."""
+        return 0.5 * self.beta_min * t + 0.25 * (self.beta_max - self.beta_min) * t**2
+
+    def t_from_sigma(self, sigma: Float[Array, "..."]) -> Float[Array, "..."]:
+        r"""Inverse of ``sigma(t)``: solves ``m(t) = -\tfrac12\log(1-\sigma^2)`` for ``t >= 0``."""
+        m = -0.5 * jnp.log1p(-jnp.asarray(sigma) ** 2)
+        a = 0.25 * (self.beta_max - self.beta_min)
+        b = 0.5 * self.beta_min
+        if a == 0:
+            return m / b
+        return (-b + jnp.sqrt(b * b + 4 * a * m)) / (2 * a)
