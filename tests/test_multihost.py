@@ -1,0 +1,116 @@
+"""Multi-process jobs: 2 processes x 2 CPU devices give the numbers of 1 process x 4 devices.
+
+Each process is a fresh Python with ``--xla_force_host_platform_device_count=2`` joined through
+:func:`memjax.parallel.initialize` and a localhost coordinator (gloo collectives on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs ease_of_reproduction, nearest_neighbours, a sampler and 20 train steps on the mesh of
+# every device of the job; prints the results as one JSON line.
+_WORK = r"""
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+from memjax import parallel
+if len(sys.argv) > 1:
+    multi = parallel.initialize(f"localhost:{sys.argv[1]}", 2, int(sys.argv[2]),
+                                initialization_timeout=60)
+    assert multi and jax.process_count() == 2
+import jax.numpy as jnp, numpy as np
+import memjax as mj
+from memjax import data, sampling, training
+from memjax.metrics import memorization
+sys.path.insert(0, "tests")
+from test_training import eps_loss, tiny_config, tiny_model
+
+sde = mj.VPSDE()
+digits = data.load_digits()
+score = mj.scores.empirical(jnp.asarray(digits[200:248]), sde)
+out = {"devices": jax.device_count(), "local": jax.local_device_count()}
+ease = mj.volume.ease_of_reproduction(score, sde, digits[:13], num_axes=2, steps=2,
+                                      batch_size=5, key=jax.random.key(7))
+out["ease"] = np.asarray(ease, np.float64).tolist()
+queries = digits[:37] + 0.05 * np.random.default_rng(0).standard_normal(digits[:37].shape)
+dist, idx = memorization.nearest_neighbours(queries, digits[40:240], k=3)
+out["knn_dist"], out["knn_idx"] = np.asarray(dist).tolist(), np.asarray(idx).tolist()
+sampler = sampling.make_sampler(score, sde, digits.shape[1:], sampler="sde", num_steps=8,
+                                batch_size=6)
+out["samples"] = np.asarray(sampler(jax.random.key(3), 13)).ravel().tolist()
+
+cfg = tiny_config()
+cfg.data.num_train = 64
+mesh = parallel.data_mesh()
+ds = data.load_dataset(cfg.data)
+model = tiny_model(cfg)
+model.train()
+g, params, other = training.split_model(model)
+opt = training.make_optimizer(cfg.optim, 20)
+state = parallel.replicate(training.init_state(params, other, opt), mesh)
+step = training.make_train_step(g, eps_loss(training.make_sde(cfg)), opt, seed=0, ema_decay=0.9,
+                                mesh=mesh)
+losses = []
+for s in range(20):
+    state, m = step(state, training.global_batch(ds, 16, 0, s, mesh))
+    losses.append(float(m["loss"]))
+out["losses"] = losses
+out["params"] = np.concatenate([np.ravel(a) for a in
+                                jax.tree.leaves(parallel.fetch(state["params"]))]).tolist()
+print(json.dumps(out))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _env(num_devices: int) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=_ROOT)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={num_devices}").strip()
+    return env
+
+
+def _spawn(code: str, args: list, num_devices: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                            cwd=_ROOT, env=_env(num_devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen, timeout: int = 600) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{err[-4000:]}"
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process():
+    port = _free_port()
+    procs = [_spawn(_WORK, [port, i], 2) for i in range(2)]
+    multi = [_result(p) for p in procs]
+    single = _result(_spawn(_WORK, [], 4))
+    assert single["devices"] == 4 and single["local"] == 4
+    for res in multi:
+        assert res["devices"] == 4 and res["local"] == 2
+        assert res["knn_idx"] == single["knn_idx"]
+        for key in ("ease", "knn_dist", "samples", "losses", "params"):
+            np.testing.assert_allclose(res[key], single[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    assert multi[0] == multi[1]                   # every process holds the whole result
