@@ -114,3 +114,72 @@ def test_two_processes_match_one_process():
         for key in ("ease", "knn_dist", "samples", "losses", "params"):
             np.testing.assert_allclose(res[key], single[key], rtol=1e-5, atol=1e-5, err_msg=key)
     assert multi[0] == multi[1]                   # every process holds the whole result
+
+
+# -- start-up errors -------------------------------------------------------------------------------
+_CLUSTER_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID",
+                 "OMPI_MCA_orte_hnp_uri", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    for name in _CLUSTER_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+_BAD = r"""
+import json, sys
+from absl import flags
+from memjax.scripts import distributed
+flags.FLAGS([sys.argv[0], f"--coordinator_address=localhost:{sys.argv[1]}", "--num_processes=2",
+             "--process_id=1", "--initialization_timeout=2"])
+try:
+    distributed.initialize_from_flags()
+    import jax
+    print(json.dumps({"error": None, "processes": jax.process_count()}))
+except RuntimeError as e:
+    import jax
+    print(json.dumps({"error": str(e), "initialized": jax.distributed.is_initialized()}))
+"""
+
+
+def test_unreachable_coordinator_fails_with_what_to_set():
+    """A worker whose coordinator never answers stops with an error; it never runs alone."""
+    res = _result(_spawn(_BAD, [_free_port()], 2), timeout=120)
+    assert res["error"] is not None and not res["initialized"]
+    for words in ("coordinator_address", "no coordinator answered within 2", "--num_processes",
+                  "JAX_COORDINATOR_ADDRESS"):
+        assert words in res["error"]
+
+
+def test_initialize_argument_errors(no_cluster):
+    from memjax import parallel
+
+    with pytest.raises(ValueError, match="coordinator_address: expected HOST:PORT"):
+        parallel.initialize("localhost", 2, 1)
+    with pytest.raises(ValueError, match=r"process_id: expected an integer in \[0, 1\]"):
+        parallel.initialize("localhost:1234", 2, 2)
+    with pytest.raises(ValueError, match="num_processes, process_id: expected a value"):
+        parallel.initialize("localhost:1234")
+    with pytest.raises(RuntimeError, match="cannot resolve 'no-such-host.invalid'"):
+        parallel.initialize("no-such-host.invalid:1234", 2, 1, initialization_timeout=1)
+    with socket.socket() as busy:                    # process 0 must be able to listen there
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"cannot listen on port {port}"):
+            parallel.initialize(f"localhost:{port}", 2, 0)
+
+
+def test_initialize_is_a_no_op_on_one_process(no_cluster, monkeypatch):
+    import jax
+    from memjax import parallel
+
+    assert parallel.initialize() is False
+    assert parallel.initialize("localhost:1234", 1, 0) is False
+    monkeypatch.setenv("SLURM_JOB_ID", "7")          # a one-task SLURM job is one process
+    for name, value in (("SLURM_STEP_NODELIST", "node1"), ("SLURM_NTASKS", "1"),
+                        ("SLURM_PROCID", "0"), ("SLURM_LOCALID", "0")):
+        monkeypatch.setenv(name, value)
+    assert parallel.initialize() is False
+    assert not jax.distributed.is_initialized()
