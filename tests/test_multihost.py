@@ -39,7 +39,9 @@ from test_training import eps_loss, tiny_config, tiny_model
 sde = mj.VPSDE()
 digits = data.load_digits()
 score = mj.scores.empirical(jnp.asarray(digits[200:248]), sde)
-out = {"devices": jax.device_count(), "local": jax.local_device_count()}
+rows = parallel.local_rows(16, parallel.data_mesh())
+out = {"devices": jax.device_count(), "local": jax.local_device_count(),
+       "rows": [rows.start, rows.stop]}
 ease = mj.volume.ease_of_reproduction(score, sde, digits[:13], num_axes=2, steps=2,
                                       batch_size=5, key=jax.random.key(7))
 out["ease"] = np.asarray(ease, np.float64).tolist()
@@ -107,12 +109,14 @@ def test_two_processes_match_one_process():
     procs = [_spawn(_WORK, [port, i], 2) for i in range(2)]
     multi = [_result(p) for p in procs]
     single = _result(_spawn(_WORK, [], 4))
-    assert single["devices"] == 4 and single["local"] == 4
+    assert single["devices"] == 4 and single["local"] == 4 and single["rows"] == [0, 16]
+    assert [res["rows"] for res in multi] == [[0, 8], [8, 16]]   # each loads only its rows
     for res in multi:
         assert res["devices"] == 4 and res["local"] == 2
         assert res["knn_idx"] == single["knn_idx"]
         for key in ("ease", "knn_dist", "samples", "losses", "params"):
             np.testing.assert_allclose(res[key], single[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    del multi[0]["rows"], multi[1]["rows"]
     assert multi[0] == multi[1]                   # every process holds the whole result
 
 
@@ -153,6 +157,7 @@ def test_unreachable_coordinator_fails_with_what_to_set():
 
 
 def test_initialize_argument_errors(no_cluster):
+    import jax
     from memjax import parallel
 
     with pytest.raises(ValueError, match="coordinator_address: expected HOST:PORT"):
@@ -169,6 +174,9 @@ def test_initialize_argument_errors(no_cluster):
         port = busy.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"cannot listen on port {port}"):
             parallel.initialize(f"localhost:{port}", 2, 0)
+        jax.devices()                                # too late: the backend is running
+        with pytest.raises(RuntimeError, match="must run first thing in main"):
+            parallel.initialize(f"localhost:{port}", 2, 1)
 
 
 def test_initialize_is_a_no_op_on_one_process(no_cluster, monkeypatch):
