@@ -76,17 +76,21 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         if count is None or count <= 1:
             return False                                  # a plain single-process run
     else:
+        if coordinator_address is not None:
+            _split_address(coordinator_address)           # HOST:PORT, before anything else
         if None in explicit and _detected_process_count() is None:
             missing = [n for n, v in zip(("coordinator_address", "num_processes", "process_id"),
                                          explicit) if v is None]
             raise ValueError(f"{', '.join(missing)}: expected a value for a multi-process run "
                              f"(no TPU / SLURM / MPI job detected to fill it in); {_HOW_TO}")
         _check_int("num_processes", num_processes, 1)
-        if num_processes is not None and process_id is not None:
-            _check_int("process_id", process_id, 0, num_processes - 1)
+        _check_int("process_id", process_id, 0, None if num_processes is None else
+                   num_processes - 1)
         if num_processes == 1:
             return False
-        if coordinator_address is not None:
+        num_processes, process_id = (None if v is None else int(v)
+                                     for v in (num_processes, process_id))
+        if coordinator_address is not None and process_id is not None:
             _preflight(coordinator_address, process_id, initialization_timeout)
     try:
         jax.distributed.initialize(coordinator_address, num_processes, process_id,
@@ -135,11 +139,12 @@ def _split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _preflight(address: str, process_id: int | None, timeout: float) -> None:
+def _preflight(address: str, process_id: int, timeout: float) -> None:
     """Checks ``address`` before ``jax.distributed.initialize`` (which aborts the process).
 
-    Process 0 runs the coordinator, so the address must name its own machine and a free port;
-    the other processes wait (up to ``timeout`` s) until the coordinator accepts connections.
+    Process 0 runs the coordinator, so the port must be free there (and the host should be
+    process 0's); the others wait (up to ``timeout`` s) until the coordinator accepts
+    connections.
     """
     host, port = _split_address(address)
     try:

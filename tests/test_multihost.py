@@ -48,6 +48,9 @@ out["ease"] = np.asarray(ease, np.float64).tolist()
 queries = digits[:37] + 0.05 * np.random.default_rng(0).standard_normal(digits[:37].shape)
 dist, idx = memorization.nearest_neighbours(queries, digits[40:240], k=3)
 out["knn_dist"], out["knn_idx"] = np.asarray(dist).tolist(), np.asarray(idx).tolist()
+kept, _ = memorization.nearest_neighbours(queries, digits[40:240], k=3, gather=False)
+assert kept.is_fully_addressable == (jax.process_count() == 1)     # a global array, on request
+np.testing.assert_array_equal(parallel.fetch(kept), np.asarray(dist))
 sampler = sampling.make_sampler(score, sde, digits.shape[1:], sampler="sde", num_steps=8,
                                 batch_size=6)
 out["samples"] = np.asarray(sampler(jax.random.key(3), 13)).ravel().tolist()
