@@ -360,9 +360,8 @@ class Sampler:
             self._checked.add(sig)
         ndev = self.mesh.devices.size
         chunk = -(-min(self.batch_size, num_samples) // ndev) * ndev
-        sharding = parallel.data_sharding(self.mesh)
         starts = range(0, num_samples, chunk)
-        if progress:
+        if progress and jax.process_index() == 0:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, total=len(starts), desc=f"sample ({self.sampler})", unit="batch")
@@ -370,8 +369,8 @@ class Sampler:
         for s in starts:
             part = (key_data[s:s + chunk], jax.tree_util.tree_map(lambda a: a[s:s + chunk], cond))
             part, m = parallel.pad_to_multiple(part, chunk)
-            out = self._run(*jax.device_put(part, sharding))
-            outs.append(np.asarray(out)[:m])
+            out = self._run(*parallel.shard_batch(part, self.mesh))  # each process: its rows
+            outs.append(parallel.fetch(out)[:m])
         return np.concatenate(outs)
 
 

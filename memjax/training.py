@@ -544,12 +544,8 @@ def _dataset_for(config, workdir: str) -> data_lib.Dataset:
 def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: int, mesh) -> dict:
     """Batch ``step`` as global arrays sharded on ``"data"``; each process supplies its rows."""
     idx = data_lib.batch_indices(dataset.num_train, batch_size, seed, step)
-    nproc, pid = jax.process_count(), jax.process_index()
-    local = batch_size // nproc
-    batch = data_lib.make_batch(dataset, idx[pid * local:(pid + 1) * local])
-    sharding = parallel.data_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
-            for k, v in batch.items()}
+    batch = data_lib.make_batch(dataset, idx[parallel.local_rows(batch_size, mesh)])
+    return parallel.global_batch_from_local(batch, mesh, batch_size)
 
 
 def sample_grid(graphdef_eval, params, other, config, sde: VPSDE, key):

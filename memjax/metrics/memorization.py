@@ -213,7 +213,7 @@ def _knn(queries, refs, *, k, c, metric, block, qblock, mesh):
 def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ..."], k: int = 1,
                        metric: str = "l2", block_size: int | None = None, *,
                        query_block_size: int | None = None, num_candidates: int | None = None,
-                       mesh: Mesh | None = None
+                       mesh: Mesh | None = None, gather: bool = True
                        ) -> tuple[Float[Array, "m k"], Int[Array, "m k"]]:
     r"""The exact ``k`` nearest references of every query.
 
@@ -229,7 +229,10 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
       query_block_size: at most this many queries per device per step (default 4096).
       num_candidates: best matmul-form matches kept for exact re-scoring (default
         ``min(n, k + 8)``); see the module docstring.
-      mesh: the device mesh queries are split over (default: all devices).
+      mesh: the device mesh queries are split over (default: all devices, of every process).
+        In a multi-process job every process passes the same ``queries`` and ``refs``.
+      gather: when ``mesh`` spans several processes, return the whole result on every process
+        (``process_allgather``); ``False`` keeps the global arrays on the mesh.
 
     Returns:
       ``(values [m, k], indices [m, k])``: true distances (not squared) or similarities, best
@@ -253,8 +256,14 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
     if block >= _GROUP:                  # a multiple of the group size (refs are padded anyway)
         block = -(-block // _GROUP) * _GROUP
     qblock = _balanced(-(-m // ndev), 4096 if query_block_size is None else query_block_size)
-    return _knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block), qblock=int(qblock),
-                mesh=mesh)
+    distributed = mesh.is_multi_process
+    if distributed:                      # each process copies in its own devices' part
+        q, r = parallel.replicate((q, r), mesh)
+    vals, idx = _knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block),
+                     qblock=int(qblock), mesh=mesh)
+    if distributed and gather:
+        vals, idx = (jnp.asarray(a) for a in parallel.fetch((vals, idx)))
+    return vals, idx
 
 
 # -- Carlini et al.'s normalized L2 (paper 000 eq. 7) ----------------------------------------------
