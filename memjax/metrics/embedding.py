@@ -1,9 +1,12 @@
-r"""Exact t-SNE in JAX, jitted end to end (van der Maaten & Hinton 2008).
+r"""t-SNE in JAX (van der Maaten & Hinton 2008): exact and jitted end to end, or FFT-accelerated.
 
 Paper 003 (section 3.5, eq. 18, appendix A Algorithm 1) embeds deep features of real and
 generated images with t-SNE before drawing the boundary of the real points; this module is
-that embedding, written so that it runs under ``jax.jit`` on any device and matches
-scikit-learn's ``TSNE(method="exact")`` step for step.
+that embedding. :func:`tsne` runs the exact method below (one ``jax.jit`` program, matching
+scikit-learn's ``TSNE(method="exact")`` step for step) for fewer than :data:`FFT_FROM` points,
+and from there on the FFT-accelerated method of :mod:`memjax.metrics.tsne_fft` (FIt-SNE /
+openTSNE: same objective, optimiser and defaults; sparse affinities on the ``3 * perplexity``
+nearest neighbours; repulsion by grid interpolation and FFT). ``method=`` forces either.
 
 **Input affinities.** With squared Euclidean distances :math:`d_{ij} = \|x_i - x_j\|^2`,
 each point gets a Gaussian bandwidth :math:`\beta_i = 1 / (2\sigma_i^2)` such that the
@@ -47,9 +50,11 @@ small gradient or lack of progress; scikit-learn's checks rarely fire before 100
 data), and the Cauchy kernel in every output dimension (scikit-learn uses
 ``dof = max(num_components - 1, 1)``, the same for the usual 2-D output).
 
-Cost: :math:`O(n^2 d)` once for the distances, :math:`O(n^2)` per bisection step and per
-iteration; memory a few :math:`n \times n` arrays (n = 5,000: ~100 MB each in float32). For
-n beyond ~20,000 use a Barnes-Hut or FFT method (openTSNE) or a GPU.
+Cost of the exact method: :math:`O(n^2 d)` once for the distances, :math:`O(n^2)` per
+bisection step and per iteration; memory a few :math:`n \times n` arrays (n = 5,000: ~100 MB
+each in float32). The switch-over :data:`FFT_FROM` = 2,000 is where the FFT method became the
+faster one on a 2-core CPU (benchmarks/results/tsne.md: n = 2,000 took 34 s exact, 21 s FFT);
+on an accelerator the exact method stays fast to larger n (pass ``method="exact"``).
 """
 
 from __future__ import annotations
@@ -233,6 +238,15 @@ def _tsne(x, y0, perplexity, early_exaggeration, learning_rate, *, num_iters: in
     return y
 
 
+def _initial(x, key, *, init: str, num_components: int):
+    if init == "pca":
+        return _pca_init(x, num_components)
+    return 1e-4 * jax.random.normal(key, (x.shape[0], num_components), x.dtype)
+
+
+_initial_jit = jax.jit(_initial, static_argnames=("init", "num_components"))
+
+
 def _tsne_from_init(x, key, perplexity, early_exaggeration, learning_rate, *, init: str,
                     num_components: int, num_iters: int, exaggeration_iters: int):
     y0 = _initial(x, key, init=init, num_components=num_components)
@@ -248,15 +262,6 @@ _tsne_given_init_jit = jax.jit(_tsne, static_argnames=("num_iters", "exaggeratio
 def learning_rate_auto(n: int, early_exaggeration: float = 12.0) -> float:
     """scikit-learn's ``learning_rate="auto"``: ``max(n / early_exaggeration / 4, 50)``."""
     return max(n / early_exaggeration / 4.0, 50.0)
-
-
-def _initial(x, key, *, init: str, num_components: int):
-    if init == "pca":
-        return _pca_init(x, num_components)
-    return 1e-4 * jax.random.normal(key, (x.shape[0], num_components), x.dtype)
-
-
-_initial_jit = jax.jit(_initial, static_argnames=("init", "num_components"))
 
 
 def tsne(x: Float[Array, "n d"], *, perplexity: float = 30.0, num_iters: int = 1000,
