@@ -52,9 +52,11 @@ data), and the Cauchy kernel in every output dimension (scikit-learn uses
 
 Cost of the exact method: :math:`O(n^2 d)` once for the distances, :math:`O(n^2)` per
 bisection step and per iteration; memory a few :math:`n \times n` arrays (n = 5,000: ~100 MB
-each in float32). The switch-over :data:`FFT_FROM` = 2,000 is where the FFT method became the
-faster one on a 2-core CPU (benchmarks/results/tsne.md: n = 2,000 took 34 s exact, 21 s FFT);
-on an accelerator the exact method stays fast to larger n (pass ``method="exact"``).
+each in float32). The FFT method costs about the same per iteration for every n below a few
+thousand (its grid has at least 50 x 50 boxes), so the exact one wins for small n; the
+switch-over :data:`FFT_FROM` = 2,000 is about where they cross on a 2-core CPU (n = 2,000: exact
+34 s, FFT 21-42 s, loaded machine; benchmarks/results/tsne.md). On an accelerator the exact
+method stays fast to larger n (pass ``method="exact"``).
 """
 
 from __future__ import annotations
