@@ -39,8 +39,9 @@ are one circulant convolution of size :math:`(2Bp)^2` by real FFTs, and each poi
 :math:`\phi` back with the same weights. Using the odd kernels :math:`K_c` for the force,
 rather than FIt-SNE's charges :math:`(1, y, \|y\|^2)` on :math:`K_1^2`, avoids the
 cancellation of large terms that float32 could not afford. The error is that of degree-2
-interpolation of smooth kernels on boxes of side :math:`\le 1`: ~1e-3 of the gradient
-(tests/test_tsne_fft.py measures it against the exact gradient).
+interpolation of smooth kernels on boxes of side :math:`\le 1` (openTSNE's default
+accuracy): about 1% of the gradient on a spread-out embedding, falling as :math:`h^3` on finer
+grids (tests/test_tsne_fft.py measures it against the exact gradient).
 
 **Grid size.** As in openTSNE, :math:`B = \max(50, \lceil \mathrm{span} \rceil)` boxes per
 axis (side at most 1), rounded up to one of :data:`BOX_COUNTS` (FFT-friendly sizes, a factor
