@@ -127,32 +127,10 @@ def _block_top_k(s, c, group):
     return v, jnp.take_along_axis(cols_idx, pos, axis=1)
 
 
-_QUERY_CHUNK = 1024   # at most this many queries ...
-_REF_CHUNK = 1024     # ... against this many references per matmul (cache-sized; see below)
-
-
-def _chunked(x, most: int, multiple: int = 1):
-    """``x [r, D]`` zero-padded and reshaped to ``[num, size, D]``, ``num`` as small as blocks
-    of at most ``most`` rows allow, ``size`` balanced and a multiple of ``multiple``."""
-    num = -(-x.shape[0] // most)
-    size = -(-x.shape[0] // (num * multiple)) * multiple
-    return jnp.pad(x, ((0, num * size - x.shape[0]), (0, 0))).reshape(num, size, x.shape[1])
-
-
 def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
-    """Per-device work: queries ``[mq, D]`` against the first ``n`` refs.
-
-    ``block`` and ``qblock`` are upper bounds: the matmul tiles are at most
-    ``_QUERY_CHUNK x _REF_CHUNK``, so that the ``[queries, refs]`` score tile (4 MB) and the
-    passes over it (transform, group maxima, gathers) stay in cache; with 4,096 x 2,048 tiles
-    (32 MB) the same search ran 1.2-1.5x slower on a loaded 2-core CPU
-    (benchmarks/results/metrics.md).
-    """
-    mq, d = q.shape
-    block = min(block, _REF_CHUNK)
-    tiles = _chunked(refs[:n], block, _GROUP if block >= _GROUP else 1)
-    nb, block = tiles.shape[:2]
-    refs = tiles.reshape(nb * block, d)                       # re-padded to nb * block rows
+    """Per-device work: queries ``[mq, D]`` (``mq`` a multiple of ``qblock``) against all refs."""
+    d = refs.shape[1]
+    nb = refs.shape[0] // block
     rnorm2 = jnp.sum(refs * refs, axis=1)
     rnorm = jnp.sqrt(rnorm2)
     if metric == "l2":
@@ -204,9 +182,9 @@ def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
         vals = jnp.sqrt(key) if metric == "l2" else -key
         return vals, order[:, :k]
 
-    chunks = _chunked(q, min(qblock, _QUERY_CHUNK))
+    chunks = q.reshape(-1, qblock, d)
     vals, idx = jax.lax.map(one_chunk, chunks)
-    return vals.reshape(-1, k)[:mq], idx.reshape(-1, k)[:mq]
+    return vals.reshape(-1, k), idx.reshape(-1, k)
 
 
 def _balanced(total: int, most: int) -> int:
