@@ -1,22 +1,27 @@
-"""Benchmark: memjax's exact t-SNE against scikit-learn and openTSNE (time, trustworthiness).
+"""Benchmark: memjax's t-SNE (FFT method) against openTSNE and scikit-learn, side by side.
 
 Data: scikit-learn's 1,797 8x8 digits (no download) plus one-pixel translated copies
 (shifts in {-1, 0, 1}^2 other than (0, 0), zero fill, drawn with a fixed seed) up to n rows,
-as raw 64-dim pixel vectors in [0, 16]. All methods use perplexity 30 and 1000 iterations
-(openTSNE: 250 exaggerated + 750 normal, its default split).
+as raw 64-dim pixel vectors in [0, 16]. Every method runs 1000 iterations, 250 of them with
+exaggeration 12, perplexity 30, PCA initialisation: memjax ``tsne(x)`` with its defaults
+(``method="auto"``: the FFT method from 2,000 points on), openTSNE with its defaults except
+``n_iter=750`` (its default is 500 after the 250 exaggerated ones; its ``"auto"`` gradient
+method is Barnes-Hut below 10,000 points and FFT from 10,000 on), scikit-learn's Barnes-Hut
+``TSNE`` where affordable (``--sklearn-max``).
 
-Rows: memjax ``tsne`` (exact O(n^2), jitted; first call includes compilation, the steady
-state is a second call), scikit-learn ``TSNE`` Barnes-Hut (its default) and exact (n <= 2000
-only: it loops over points in Python), openTSNE (FFT-accelerated interpolation, its default).
-Trustworthiness: ``sklearn.manifold.trustworthiness(x, y, n_neighbors=10)``.
+Methods run one after the other on the same data for each n (memjax, openTSNE, memjax again
+where ``n <= --second-call-max``, so that the ratio is fair on a shared machine), with the
+1-minute load average recorded next to each row. memjax's first call includes compilation
+(a few programs: the k-NN search, the calibration and one optimisation segment per grid
+size); the second call runs compiled. Threads: JAX uses every core, openTSNE gets
+``n_jobs = os.cpu_count()``. Trustworthiness: ``sklearn.manifold.trustworthiness(x, y,
+n_neighbors=10)``, on all points up to ``--tw-max`` and above that on a seeded random subsample
+of ``--tw-max`` points (neighbours taken within the subsample).
 
 Run::
 
-    python benchmarks/tsne.py --sizes 2000 5000 --threads 1 --out benchmarks/results/tsne.md
-
-``--threads 1`` (default) pins XLA, OpenMP and BLAS to one thread for every method, which
-keeps the comparison fair and stable on shared machines; ``--threads 0`` leaves each library
-its default.
+    python benchmarks/tsne.py --sizes 2000 5000 20000 --out benchmarks/results/tsne.md
+    python benchmarks/tsne.py --sizes 50000 --out benchmarks/results/tsne.md --append
 """
 
 from __future__ import annotations
@@ -28,35 +33,27 @@ import platform
 import sys
 import time
 
+import jax
+import numpy as np
+import openTSNE
+import sklearn
+from sklearn.datasets import load_digits
+from sklearn.manifold import TSNE, trustworthiness
+
+from memjax.metrics.embedding import tsne
+
+SEED = 0
+
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000])
-    p.add_argument("--threads", type=int, default=1,
-                   help="1: single thread everywhere; 0: library defaults")
-    p.add_argument("--sklearn-exact-max", type=int, default=2000)
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000, 20000])
+    p.add_argument("--sklearn-max", type=int, default=2000)
+    p.add_argument("--second-call-max", type=int, default=5000)
+    p.add_argument("--tw-max", type=int, default=5000)
     p.add_argument("--out", default=None, help="markdown file to write (printed anyway)")
+    p.add_argument("--append", action="store_true", help="append rows to --out")
     return p.parse_args()
-
-
-ARGS = _parse()
-if ARGS.threads == 1:   # before importing numpy / jax
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false"
-                               " intra_op_parallelism_threads=1").strip()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import openTSNE  # noqa: E402
-import sklearn  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.manifold import TSNE, trustworthiness  # noqa: E402
-
-from memjax.metrics.embedding import tsne  # noqa: E402
-
-SEED = 0
 
 
 def augmented_digits(n: int) -> np.ndarray:
@@ -83,29 +80,29 @@ def timed(fn):
     return time.perf_counter() - t, y
 
 
-def run(n: int):
+def run(n: int, args, emit):
     x = augmented_digits(n)
-    rows = []
+    sub = None
+    if n > args.tw_max:
+        sub = np.sort(np.random.default_rng(SEED).choice(n, args.tw_max, replace=False))
+    tw_note = "all points" if sub is None else f"subsample of {args.tw_max}"
 
     def add(name, seconds, y, note=""):
-        tw = trustworthiness(x, y, n_neighbors=10)
-        rows.append((n, name, seconds, tw, note))
-        print(f"n={n} {name:32s} {seconds:8.1f} s  trustworthiness {tw:.4f} {note}", flush=True)
+        xs, ys = (x, y) if sub is None else (x[sub], y[sub])
+        tw = trustworthiness(xs, ys, n_neighbors=10)
+        emit(n, name, seconds, tw, f"{tw_note}; {note}".strip("; "), os.getloadavg()[0])
 
-    t_first, _ = timed(lambda: tsne(x, perplexity=30.0))
-    t_run, y = timed(lambda: tsne(x, perplexity=30.0))
-    add("memjax tsne (exact, jit)", t_run, y, f"first call incl. compile {t_first:.1f} s")
-    t, y = timed(lambda: TSNE(perplexity=30.0, random_state=SEED).fit_transform(x))
-    add("scikit-learn TSNE (barnes_hut)", t, y)
-    if n <= ARGS.sklearn_exact_max:
-        t, y = timed(lambda: TSNE(perplexity=30.0, method="exact",
-                                  random_state=SEED).fit_transform(x))
-        add("scikit-learn TSNE (exact)", t, y)
-    n_jobs = 1 if ARGS.threads == 1 else -1
-    t, y = timed(lambda: openTSNE.TSNE(perplexity=30, n_jobs=n_jobs,
+    t, y = timed(lambda: tsne(x))
+    add("memjax tsne (auto: fft), 1st call", t, y, "includes compilation")
+    t, y = timed(lambda: openTSNE.TSNE(n_iter=750, n_jobs=os.cpu_count(),
                                        random_state=SEED).fit(x))
-    add("openTSNE (FFT)", t, y)
-    return rows
+    add("openTSNE (defaults, n_iter=750)", t, y, "BH" if n < 10_000 else "FFT")
+    if n <= args.second_call_max:
+        t, y = timed(lambda: tsne(x))
+        add("memjax tsne (auto: fft), 2nd call", t, y, "compiled")
+    if n <= args.sklearn_max:
+        t, y = timed(lambda: TSNE(perplexity=30.0, random_state=SEED).fit_transform(x))
+        add("scikit-learn TSNE (barnes_hut)", t, y)
 
 
 def machine() -> str:
@@ -122,40 +119,42 @@ def machine() -> str:
 
 
 def main():
-    load_before = os.getloadavg()
+    args = _parse()
     started = datetime.datetime.now(datetime.timezone.utc)
-    rows = [r for n in ARGS.sizes for r in run(n)]
-    load_after = os.getloadavg()
-    lines = [
-        "# t-SNE: memjax vs scikit-learn vs openTSNE",
+    header = [
+        "# t-SNE: memjax (FFT method) vs openTSNE vs scikit-learn",
         "",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC; command: `python benchmarks/tsne.py "
-        f"--sizes {' '.join(map(str, ARGS.sizes))} --threads {ARGS.threads}`",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; command: `python benchmarks/tsne.py --sizes "
+        f"{' '.join(map(str, args.sizes))}`",
         f"- Machine: {machine()}; device: {jax.devices()[0].platform} (no GPU rows: none "
         f"available)",
         f"- Versions: Python {platform.python_version()}, jax {jax.__version__}, "
         f"scikit-learn {sklearn.__version__}, openTSNE {openTSNE.__version__}, "
         f"numpy {np.__version__}",
-        "- Threads: " + ("1 per method (XLA, OpenMP, BLAS pinned; openTSNE n_jobs=1)"
-                         if ARGS.threads == 1 else "library defaults"),
-        f"- Load: the 2 cores are shared with other jobs; 1-minute load average "
-        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run, so absolute "
-        f"times are inflated and noisy; trustworthiness is not affected.",
-        "- Data: 1,797 scikit-learn digits (64 raw pixels, 0..16), then seeded one-pixel "
-        "translated copies up to n. Perplexity 30, 1000 iterations, PCA initialisation "
-        "everywhere (each library's default); trustworthiness with 10 neighbours.",
-        "- memjax time is a second call (compiled); the first call including compilation is "
-        "in the note.",
+        "- Settings and data: see the docstring of benchmarks/tsne.py. Load: the 1-minute "
+        "load average when the row finished (2 cores shared with other jobs).",
         "",
-        "| n | method | time (s) | trustworthiness | note |",
-        "| ---: | --- | ---: | ---: | --- |",
+        "| n | method | time (s) | trustworthiness | load | note |",
+        "| ---: | --- | ---: | ---: | ---: | --- |",
     ]
-    lines += [f"| {n} | {name} | {t:.1f} | {tw:.4f} | {note} |" for n, name, t, tw, note in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if ARGS.out:
-        with open(ARGS.out, "w") as f:
-            f.write(text)
+    out = None
+    if args.out:
+        out = open(args.out, "a" if args.append else "w")
+        if not args.append:
+            out.write("\n".join(header) + "\n")
+    print("\n".join(header), flush=True)
+
+    def emit(n, name, t, tw, note, load):
+        line = f"| {n} | {name} | {t:.1f} | {tw:.4f} | {load:.1f} | {note} |"
+        print(line, flush=True)
+        if out is not None:
+            out.write(line + "\n")
+            out.flush()
+
+    for n in args.sizes:
+        run(n, args, emit)
+    if out is not None:
+        out.close()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-r"""Exact t-SNE in JAX, jitted end to end (van der Maaten & Hinton 2008).
+r"""t-SNE in JAX (van der Maaten & Hinton 2008): exact and jitted end to end, or FFT-accelerated.
 
 Paper 003 (section 3.5, eq. 18, appendix A Algorithm 1) embeds deep features of real and
 generated images with t-SNE before drawing the boundary of the real points; this module is
-that embedding, written so that it runs under ``jax.jit`` on any device and matches
-scikit-learn's ``TSNE(method="exact")`` step for step.
+that embedding. :func:`tsne` runs the exact method below (one ``jax.jit`` program, matching
+scikit-learn's ``TSNE(method="exact")`` step for step) for fewer than :data:`FFT_FROM` points,
+and from there on the FFT-accelerated method of :mod:`memjax.metrics.tsne_fft` (FIt-SNE /
+openTSNE: same objective, optimiser and defaults; sparse affinities on the ``3 * perplexity``
+nearest neighbours; repulsion by grid interpolation and FFT). ``method=`` forces either.
 
 **Input affinities.** With squared Euclidean distances :math:`d_{ij} = \|x_i - x_j\|^2`,
 each point gets a Gaussian bandwidth :math:`\beta_i = 1 / (2\sigma_i^2)` such that the
@@ -47,9 +50,13 @@ small gradient or lack of progress; scikit-learn's checks rarely fire before 100
 data), and the Cauchy kernel in every output dimension (scikit-learn uses
 ``dof = max(num_components - 1, 1)``, the same for the usual 2-D output).
 
-Cost: :math:`O(n^2 d)` once for the distances, :math:`O(n^2)` per bisection step and per
-iteration; memory a few :math:`n \times n` arrays (n = 5,000: ~100 MB each in float32). For
-n beyond ~20,000 use a Barnes-Hut or FFT method (openTSNE) or a GPU.
+Cost of the exact method: :math:`O(n^2 d)` once for the distances, :math:`O(n^2)` per
+bisection step and per iteration; memory a few :math:`n \times n` arrays (n = 5,000: ~100 MB
+each in float32). The FFT method costs about the same per iteration for every n below a few
+thousand (its grid has at least 50 x 50 boxes), so the exact one wins for small n; the
+switch-over :data:`FFT_FROM` = 2,000 is about where they cross on a 2-core CPU (n = 2,000: exact
+34 s, FFT 21-42 s, loaded machine; benchmarks/results/tsne.md). On an accelerator the exact
+method stays fast to larger n (pass ``method="exact"``).
 """
 
 from __future__ import annotations
@@ -59,17 +66,21 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from memjax import _checks
 
-__all__ = ["tsne", "joint_probabilities", "kl_divergence", "learning_rate_auto"]
+__all__ = ["FFT_FROM", "METHODS", "tsne", "joint_probabilities", "kl_divergence",
+           "learning_rate_auto"]
 
 _MACHINE_EPSILON = float(np.finfo(np.float64).eps)   # scikit-learn's floor for P and Q
 _PERPLEXITY_TOLERANCE = 1e-5                          # entropy tolerance (nats)
 _BINARY_SEARCH_STEPS = 100
 _MIN_GAIN = 0.01
 INITS = ("pca", "random")
+METHODS = ("auto", "exact", "fft")
+FFT_FROM = 2000
+"""``method="auto"`` runs the FFT method from this many points on (2-D output), else exact."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -86,17 +97,24 @@ def _squared_distances(x: Float[Array, "n d"]) -> Float[Array, "n n"]:
 
 def _conditional_probabilities(d2: Float[Array, "n n"], perplexity) -> Float[Array, "n n"]:
     """Row-stochastic :math:`p_{j|i}` with each row's perplexity matched by bisection."""
-    n = d2.shape[0]
-    dtype = d2.dtype
-    off = ~jnp.eye(n, dtype=bool)
-    # Shifting each row by its smallest off-diagonal distance leaves p_{j|i} and the
-    # bisection path unchanged (entropy is shift invariant) and keeps exp() from underflowing.
-    d = jnp.where(off, d2, jnp.inf)
-    d = jnp.where(off, d - jnp.min(d, axis=1, keepdims=True), 0.0)
+    return calibrated_rows(d2, ~jnp.eye(d2.shape[0], dtype=bool), perplexity)
+
+
+def calibrated_rows(d: Float[Array, "n k"], valid: Bool[Array, "n k"],
+                    perplexity) -> Float[Array, "n k"]:
+    r"""Row-stochastic :math:`p_{j|i} \propto \exp(-\beta_i d_{ij})` over the ``valid`` entries
+    of each row of squared distances ``d``, each :math:`\beta_i` bisected to the perplexity
+    (all ``n`` off-diagonal entries for the exact method, the ``k`` nearest for the FFT one)."""
+    n = d.shape[0]
+    dtype = d.dtype
+    # Shifting each row by its smallest valid distance leaves p_{j|i} and the bisection path
+    # unchanged (entropy is shift invariant) and keeps exp() from underflowing.
+    d = jnp.where(valid, d, jnp.inf)
+    d = jnp.where(valid, d - jnp.min(d, axis=1, keepdims=True), 0.0)
     target = jnp.log(jnp.asarray(perplexity, dtype))
 
     def probs(beta):
-        w = jnp.where(off, jnp.exp(-d * beta[:, None]), 0.0)
+        w = jnp.where(valid, jnp.exp(-d * beta[:, None]), 0.0)
         s = jnp.sum(w, axis=1)                     # >= 1: the nearest neighbour has weight 1
         p = w / s[:, None]
         entropy = jnp.log(s) + beta * jnp.sum(d * p, axis=1)
@@ -180,19 +198,27 @@ def _kl_gradient(p: Float[Array, "n n"], y: Float[Array, "n c"]) -> Float[Array,
 # ----------------------------------------------------------------------------------------
 # optimisation
 
-def _descend(p, y, num_iters: int, momentum, learning_rate):
-    """``num_iters`` steps of gradient descent with momentum and gains (scikit-learn's)."""
+def gd_steps(grad_fn, state, num_iters, momentum, learning_rate):
+    """``num_iters`` steps of gradient descent with momentum and gains (scikit-learn's) from
+    ``state = (y, update, gains, aux)``; ``grad_fn(y, aux) -> (grad, aux)`` may carry a cache
+    from step to step in ``aux``; ``num_iters`` may be traced."""
 
     def step(_, carry):
-        y, update, gains = carry
-        grad = _kl_gradient(p, y)
+        y, update, gains, aux = carry
+        grad, aux = grad_fn(y, aux)
         inc = update * grad < 0.0
         gains = jnp.maximum(jnp.where(inc, gains + 0.2, gains * 0.8), _MIN_GAIN)
         update = momentum * update - learning_rate * (gains * grad)
-        return y + update, update, gains
+        return y + update, update, gains, aux
 
-    init = (y, jnp.zeros_like(y), jnp.ones_like(y))
-    return jax.lax.fori_loop(0, num_iters, step, init)[0]
+    return jax.lax.fori_loop(0, num_iters, step, state)
+
+
+def _descend(p, y, num_iters: int, momentum, learning_rate):
+    """A fresh optimisation phase (zero update, unit gains) on the exact gradient."""
+    init = (y, jnp.zeros_like(y), jnp.ones_like(y), ())
+    return gd_steps(lambda y, aux: (_kl_gradient(p, y), aux), init, num_iters, momentum,
+                    learning_rate)[0]
 
 
 def _pca_init(x: Float[Array, "n d"], num_components: int) -> Float[Array, "n c"]:
@@ -214,12 +240,18 @@ def _tsne(x, y0, perplexity, early_exaggeration, learning_rate, *, num_iters: in
     return y
 
 
+def _initial(x, key, *, init: str, num_components: int):
+    if init == "pca":
+        return _pca_init(x, num_components)
+    return 1e-4 * jax.random.normal(key, (x.shape[0], num_components), x.dtype)
+
+
+_initial_jit = jax.jit(_initial, static_argnames=("init", "num_components"))
+
+
 def _tsne_from_init(x, key, perplexity, early_exaggeration, learning_rate, *, init: str,
                     num_components: int, num_iters: int, exaggeration_iters: int):
-    if init == "pca":
-        y0 = _pca_init(x, num_components)
-    else:
-        y0 = 1e-4 * jax.random.normal(key, (x.shape[0], num_components), x.dtype)
+    y0 = _initial(x, key, init=init, num_components=num_components)
     return _tsne(x, y0, perplexity, early_exaggeration, learning_rate, num_iters=num_iters,
                  exaggeration_iters=exaggeration_iters)
 
@@ -237,8 +269,14 @@ def learning_rate_auto(n: int, early_exaggeration: float = 12.0) -> float:
 def tsne(x: Float[Array, "n d"], *, perplexity: float = 30.0, num_iters: int = 1000,
          key: PRNGKeyArray | None = None, early_exaggeration: float = 12.0,
          learning_rate: float | str = "auto", init: str | Any = "pca",
-         num_components: int = 2, exaggeration_iters: int = 250) -> Float[Array, "n c"]:
-    r"""Exact t-SNE embedding of the rows of ``x`` (see the module docstring for the maths).
+         num_components: int = 2, exaggeration_iters: int = 250,
+         method: str = "auto") -> Float[Array, "n c"]:
+    r"""t-SNE embedding of the rows of ``x``: exact, or FFT-accelerated for large ``n``.
+
+    Both methods minimise the same objective with the same optimiser and defaults (those of
+    van der Maaten & Hinton 2008 and Linderman et al. 2019: perplexity 30, 1000 iterations,
+    exaggeration 12 for the first 250, learning rate ``"auto"``); see the module docstring
+    for the exact method and :mod:`memjax.metrics.tsne_fft` for the approximate one.
 
     Args:
       x: ``[n, d]`` features (any real dtype; computed in ``x``'s floating dtype).
@@ -249,33 +287,31 @@ def tsne(x: Float[Array, "n d"], *, perplexity: float = 30.0, num_iters: int = 1
       learning_rate: a positive number or ``"auto"`` (:func:`learning_rate_auto`).
       init: ``"pca"`` (default, deterministic), ``"random"``, or an ``[n, num_components]``
         array of starting positions.
-      num_components: output dimension (2 for the paper's plots and hulls).
+      num_components: output dimension (2 for the paper's plots and hulls; the FFT method
+        is 2-D only).
       exaggeration_iters: length of the early-exaggeration phase (at most ``num_iters`` are
         run; scikit-learn always runs 250).
+      method: ``"exact"`` (:math:`O(n^2)` per iteration, one jitted XLA program, matches
+        scikit-learn's ``method="exact"``), ``"fft"`` (:math:`O(n)` per iteration: sparse
+        affinities on the ``3 * perplexity`` exact nearest neighbours and FFT-interpolated
+        repulsion, as openTSNE / FIt-SNE; jitted in segments of 50 iterations) or ``"auto"``:
+        ``"fft"`` from :data:`FFT_FROM` points on when ``num_components == 2``, else
+        ``"exact"``.
 
     Returns:
-      ``[n, num_components]`` embedding. The whole computation (affinities, bisection,
-      both optimisation phases) is one jitted XLA program.
+      ``[n, num_components]`` embedding.
     """
     x = _check_x(x)
     n, d = x.shape
-    _check_perplexity(perplexity, n)
-    _checks.check_positive_int("num_iters", num_iters)
-    _checks.check_positive_int("num_components", num_components)
-    if (isinstance(exaggeration_iters, bool)
-            or not isinstance(exaggeration_iters, (int, np.integer)) or exaggeration_iters < 0):
-        raise ValueError(f"exaggeration_iters: expected a non-negative integer, got "
-                         f"{exaggeration_iters!r}")
-    exaggeration_iters = min(int(exaggeration_iters), num_iters)
-    _checks.check_positive("early_exaggeration", early_exaggeration)
-    if isinstance(learning_rate, str):
-        _checks.check_choice("learning_rate", learning_rate, ("auto",))
-        learning_rate = learning_rate_auto(n, early_exaggeration)
-    else:
-        _checks.check_positive("learning_rate", learning_rate)
+    learning_rate, exaggeration_iters = _check_options(
+        n, perplexity, num_iters, early_exaggeration, learning_rate, num_components,
+        exaggeration_iters)
+    _checks.check_choice("method", method, METHODS)
+    if method == "auto":
+        method = "fft" if n >= FFT_FROM and num_components == 2 else "exact"
+    if method == "fft" and num_components != 2:
+        raise ValueError(f"num_components: expected 2 for method='fft', got {num_components}")
     dtype = x.dtype
-    scalars = (jnp.asarray(perplexity, dtype), jnp.asarray(early_exaggeration, dtype),
-               jnp.asarray(learning_rate, dtype))
     if isinstance(init, str):
         _checks.check_choice("init", init, INITS)
         if init == "pca" and num_components > min(n, d):
@@ -286,14 +322,46 @@ def tsne(x: Float[Array, "n d"], *, perplexity: float = 30.0, num_iters: int = 1
                 raise ValueError("key: expected a PRNG key for init='random', got None")
         else:
             key = jax.random.key(0)       # unused by the PCA branch; keeps one signature
+        y0 = None
+    else:
+        y0 = _checks.as_array("init", init, ndim=2).astype(dtype)
+        if y0.shape != (n, num_components):
+            raise ValueError(f"init: expected an array of shape (n, num_components) = "
+                             f"{(n, num_components)}, got {y0.shape}")
+    if method == "fft":
+        from memjax.metrics.tsne_fft import tsne_fft
+
+        if y0 is None:
+            y0 = _initial_jit(x, key, init=init, num_components=num_components)
+        return tsne_fft(x, y0, perplexity=perplexity, early_exaggeration=early_exaggeration,
+                        learning_rate=learning_rate, num_iters=num_iters,
+                        exaggeration_iters=exaggeration_iters)
+    scalars = (jnp.asarray(perplexity, dtype), jnp.asarray(early_exaggeration, dtype),
+               jnp.asarray(learning_rate, dtype))
+    if y0 is None:
         return _tsne_jit(x, key, *scalars, init=init, num_components=num_components,
                          num_iters=num_iters, exaggeration_iters=exaggeration_iters)
-    y0 = _checks.as_array("init", init, ndim=2).astype(dtype)
-    if y0.shape != (n, num_components):
-        raise ValueError(f"init: expected an array of shape (n, num_components) = "
-                         f"{(n, num_components)}, got {y0.shape}")
     return _tsne_given_init_jit(x, y0, *scalars, num_iters=num_iters,
                                 exaggeration_iters=exaggeration_iters)
+
+
+def _check_options(n, perplexity, num_iters, early_exaggeration, learning_rate,
+                   num_components, exaggeration_iters) -> tuple[float, int]:
+    """Checks the scalar options; returns the learning rate and the exaggeration length."""
+    _check_perplexity(perplexity, n)
+    _checks.check_positive_int("num_iters", num_iters)
+    _checks.check_positive_int("num_components", num_components)
+    if (isinstance(exaggeration_iters, bool)
+            or not isinstance(exaggeration_iters, (int, np.integer)) or exaggeration_iters < 0):
+        raise ValueError(f"exaggeration_iters: expected a non-negative integer, got "
+                         f"{exaggeration_iters!r}")
+    _checks.check_positive("early_exaggeration", early_exaggeration)
+    if isinstance(learning_rate, str):
+        _checks.check_choice("learning_rate", learning_rate, ("auto",))
+        learning_rate = learning_rate_auto(n, early_exaggeration)
+    else:
+        _checks.check_positive("learning_rate", learning_rate)
+    return float(learning_rate), min(int(exaggeration_iters), num_iters)
 
 
 # ----------------------------------------------------------------------------------------
