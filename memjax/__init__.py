@@ -10,15 +10,18 @@ first attribute access, so ``import memjax`` stays fast and pulls in no TFDS or 
 
 import importlib
 
-from memjax import flow, lyapunov, metrics, models, objectives, parallel, sampling, scores, volume
-from memjax.sde import VPSDE
+from memjax import (flow, lyapunov, metrics, models, objectives, parallel, sampling, schedules, scores,
+                    volume)
+from memjax.schedules import CosineVP, DiscreteVP
+from memjax.sde import VPSDE, VPSchedule
 from memjax.volume import VolumeGrowth, ease_of_reproduction, rank_images, volume_growth
 
 _LAZY = ("audit", "checkpoint", "data", "report", "side", "training")
 
 __all__ = [
-    "VPSDE", "VolumeGrowth", "ease_of_reproduction", "flow", "lyapunov", "metrics", "models",
-    "objectives", "parallel", "rank_images", "sampling", "scores", "volume", "volume_growth",
+    "CosineVP", "DiscreteVP", "VPSDE", "VPSchedule", "VolumeGrowth", "ease_of_reproduction", "flow",
+    "lyapunov", "metrics", "models", "objectives", "parallel", "rank_images", "sampling", "schedules",
+    "scores", "volume", "volume_growth",
     *_LAZY,
 ]
 __version__ = "0.1.0"

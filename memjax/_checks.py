@@ -89,3 +89,15 @@ def check_same_trailing_shape(name: str, x: Any, expected: Sequence[int], what: 
     if shape[len(shape) - len(expected):] != expected or len(shape) < len(expected):
         raise ValueError(f"{name}: expected shape ending in {expected} (the shape of {what}), "
                          f"got {shape}")
+
+
+SCHEDULE_EXPECTED = ("a memjax VP schedule (memjax.VPSDE, memjax.schedules.CosineVP / "
+                     "DiscreteVP)")
+
+
+def check_schedule(name: str, sde: Any) -> None:
+    """Raises unless ``sde`` is one of the VP family (:class:`memjax.sde.VPSchedule`)."""
+    from memjax.sde import VPSchedule  # memjax.sde imports this module
+
+    if not isinstance(sde, VPSchedule):
+        raise ValueError(f"{name}: expected {SCHEDULE_EXPECTED}, got {type(sde).__name__}")

@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from memjax import _checks
-from memjax.sde import VPSDE, VPSchedule, ScoreFn
+from memjax.sde import VPSDE, ScoreFn
 
 SOLVERS = ("euler", "heun", "midpoint", "tsit5", "dopri5", "kvaerno3", "kvaerno5")
 ADAPTIVE_ONLY = ()
@@ -126,9 +126,7 @@ def _span(sde: VPSDE, t0, t1, forward: bool):
 def _check_common(score_fn, sde, x, name):
     if not callable(score_fn):
         raise ValueError(f"score_fn: expected a callable score_fn(x, t), got {type(score_fn).__name__}")
-    if not isinstance(sde, VPSchedule):
-        raise ValueError(f"sde: expected a memjax.VPSDE or another VP schedule (memjax.schedules), "
-                         f"got {type(sde).__name__}")
+    _checks.check_schedule("sde", sde)
     return _checks.as_array(name, x)
 
 

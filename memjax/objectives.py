@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from memjax import _checks
 from memjax.models import config as config_lib
-from memjax.sde import VPSDE, VPSchedule
+from memjax.sde import VPSDE
 
 Batch = Mapping[str, Array]
 LossFn = Callable[[Any, Batch, PRNGKeyArray], tuple[Array, dict]]
@@ -48,9 +48,7 @@ MIXES = config_lib.MIXES
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _check_sde(sde):
-    if not isinstance(sde, VPSchedule):
-        raise ValueError(f"sde: expected a memjax.VPSDE or another VP schedule (memjax.schedules), "
-                         f"got {type(sde).__name__}")
+    _checks.check_schedule("sde", sde)
 
 
 def _images(batch) -> Array:

@@ -64,7 +64,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from memjax import _checks, flow, parallel
-from memjax.sde import VPSDE, VPSchedule, ScoreFn
+from memjax.sde import VPSDE, ScoreFn
 
 SAMPLERS = ("ode", "sde", "ddim")
 OUTPUTS = ("logits", "log_prob")
@@ -410,9 +410,7 @@ def make_sampler(score_fn: Callable, sde: VPSDE, shape: tuple[int, ...], *, samp
     """
     if not callable(score_fn):
         raise ValueError(f"score_fn: expected a callable, got {type(score_fn).__name__}")
-    if not isinstance(sde, VPSchedule):
-        raise ValueError(f"sde: expected a memjax.VPSDE or another VP schedule (memjax.schedules), "
-                         f"got {type(sde).__name__}")
+    _checks.check_schedule("sde", sde)
     if not isinstance(shape, (tuple, list)) or not all(
             isinstance(d, (int, np.integer)) and d > 0 for d in shape):
         raise ValueError(f"shape: expected a tuple of positive integers, got {shape!r}")

@@ -22,7 +22,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from memjax import _checks
-from memjax.sde import VPSDE, VPSchedule, ScoreFn
+from memjax.sde import VPSDE, ScoreFn
 
 PARAMETERIZATIONS = ("eps", "x0", "score")
 
@@ -105,9 +105,7 @@ class EmpiricalScore:
         train = _checks.as_array("train", train, min_ndim=1)
         if train.shape[0] < 1:
             raise ValueError("train: expected at least one training example, got an empty array")
-        if not isinstance(sde, VPSchedule):
-            raise ValueError(f"sde: expected a memjax.VPSDE or another VP schedule (memjax.schedules), "
-                             f"got {type(sde).__name__}")
+        _checks.check_schedule("sde", sde)
         _checks.check_positive_int("chunk_size", chunk_size, allow_none=True)
         n = train.shape[0]
         self.example_shape = tuple(train.shape[1:])

@@ -73,7 +73,7 @@ from memjax import _checks
 from memjax import flow as _flow
 from memjax import parallel as _parallel
 from memjax.lyapunov import advance, orthonormal_axes, qr_step, sorted_orthonormalize, tangent_map
-from memjax.sde import VPSDE, VPSchedule, ScoreFn
+from memjax.sde import VPSDE, ScoreFn
 
 METHODS = ("jvp", "finite_difference")
 ACCUMULATE = ("qr", "norms")
@@ -118,9 +118,7 @@ def _prepare(score_fn, sde, example_shape, *, num_axes=100, num_steps=1000, meth
     if not callable(score_fn):
         raise ValueError(f"score_fn: expected a callable score_fn(x, t), got "
                          f"{type(score_fn).__name__}")
-    if not isinstance(sde, VPSchedule):
-        raise ValueError(f"sde: expected a memjax.VPSDE or another VP schedule (memjax.schedules), "
-                         f"got {type(sde).__name__}")
+    _checks.check_schedule("sde", sde)
     d = int(np.prod(example_shape)) if example_shape else 1
     _checks.check_positive_int("num_axes", num_axes)
     if num_axes > d:

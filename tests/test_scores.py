@@ -146,5 +146,5 @@ def test_bad_inputs():
         scores.gaussian(jnp.zeros(2), -jnp.eye(2), SDE)
     with pytest.raises(ValueError, match="parameterization: expected one of"):
         scores.from_model(lambda x, t: x, SDE, "v")
-    with pytest.raises(ValueError, match="sde: expected a memjax.VPSDE"):
+    with pytest.raises(ValueError, match="sde: expected a memjax VP schedule"):
         scores.empirical(train, "vp")
