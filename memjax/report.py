@@ -8,11 +8,12 @@ changed, no display is needed) and written as PNG files. Images follow the memja
 
 from __future__ import annotations
 
-import json
-import os
+import io
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from memjax import workdir
 
 __all__ = ["histogram", "image_grid", "pairs", "save_json", "scatter_hull", "to_jsonable"]
 
@@ -26,12 +27,11 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str) -> str:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
+def _save(fig, path: str, *, tight: bool = True) -> str:
+    """Writes ``fig`` as PNG at ``path`` (atomic, any epath URL, process 0 only)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None)
+    workdir.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -146,37 +146,10 @@ def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
     return _save(fig, path)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Arrays, NamedTuples, dataclasses and NumPy scalars -> plain JSON types."""
-    if hasattr(obj, "_asdict"):
-        return {k: to_jsonable(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        if isinstance(obj, float) and not np.isfinite(obj):
-            return None
-        return obj
-    try:
-        a = np.asarray(obj)
-    except Exception:  # noqa: BLE001 - anything else is written as its repr
-        return repr(obj)
-    if a.dtype.kind in "biuf":
-        if a.ndim == 0:
-            v = a.item()
-            return None if isinstance(v, float) and not np.isfinite(v) else v
-        return [to_jsonable(v) for v in a.tolist()]
-    if a.dtype.kind in "US":
-        return a.tolist()
-    return repr(obj)
+to_jsonable = workdir.to_jsonable
 
 
 def save_json(obj: Any, path: str) -> str:
-    """Writes ``to_jsonable(obj)`` atomically (indent 2)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(to_jsonable(obj), f, indent=2, sort_keys=False)
-    os.replace(tmp, path)
+    """Writes ``to_jsonable(obj)`` atomically (indent 2; process 0 only)."""
+    workdir.save_json(path, obj, indent=2)
     return path

@@ -49,6 +49,7 @@ import optax
 
 from memjax import data as data_lib
 from memjax import parallel
+from memjax import workdir as wd
 from memjax.checkpoint import Checkpointer, CheckpointError  # noqa: F401 (re-exported)
 from memjax.sde import VPSDE
 
@@ -63,7 +64,7 @@ CHECKPOINT_DIRNAME = "checkpoints"
 RESUMABLE_FIELDS = ("training.num_steps", "training.log_every", "training.checkpoint_every",
                     "training.keep_checkpoints", "training.sample_every",
                     "training.num_samples", "training.sample_steps", "training.progress",
-                    "training.tensorboard")
+                    "training.tensorboard", "training.steps_per_dispatch")
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -97,6 +98,8 @@ def default_config() -> ml_collections.ConfigDict:
       training.sample_steps: Euler steps of the probability-flow sampler for the grids.
       training.progress: show a tqdm progress bar.
       training.tensorboard: write TensorBoard events.
+      training.steps_per_dispatch: optimiser steps per device call (``lax.scan``); the same
+        numbers as 1, less host overhead per step for small models.
     """
     from memjax.models import config as model_config
 
@@ -112,7 +115,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.training = ml_collections.ConfigDict(dict(
         batch_size=128, num_steps=1000, ema_decay=0.9999, ema_warmup=True, log_every=50,
         checkpoint_every=500, keep_checkpoints=3, sample_every=0, num_samples=64,
-        sample_steps=200, progress=True, tensorboard=True))
+        sample_steps=200, progress=True, tensorboard=True, steps_per_dispatch=1))
     return c
 
 
@@ -213,7 +216,7 @@ def validate_config(config) -> None:
     if not _is_int(op.warmup_steps) or op.warmup_steps < 0:
         _fail("optim.warmup_steps", "a non-negative int", op.warmup_steps)
     for f in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-              "num_samples", "sample_steps"):
+              "num_samples", "sample_steps", "steps_per_dispatch"):
         if not _is_int(tr[f]) or tr[f] < 1:
             _fail(f"training.{f}", "a positive int", tr[f])
     if not _is_int(tr.sample_every) or tr.sample_every < -1:
@@ -317,19 +320,10 @@ def ema_decay_at(step, decay: float, warmup: bool):
     return jnp.minimum(decay, (1.0 + s) / (10.0 + s))
 
 
-def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
-                    seed: int, ema_decay: float, ema_warmup: bool = True,
-                    lr_schedule: Optional[optax.Schedule] = None, mesh=None) -> Callable:
-    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``.
-
-    ``loss_fn(model, batch, key) -> (loss, metrics)`` is the objective (e.g.
-    :func:`memjax.objectives.make_loss`); the model is rebuilt from ``graphdef`` and the
-    state inside the trace. The state is replicated, the batch sharded on ``"data"``
-    (its leading size must divide by the device count). Every step's key is
-    ``fold_in(key(seed), state["step"])``.
-    """
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    repl, shard = parallel.replicated(mesh), parallel.data_sharding(mesh)
+def _train_step_fn(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                   seed: int, ema_decay: float, ema_warmup: bool = True,
+                   lr_schedule: Optional[optax.Schedule] = None) -> Callable:
+    """The (unjitted) ``step(state, batch) -> (state, metrics)`` of :func:`make_train_step`."""
     base_key = jax.random.key(seed)
     if lr_schedule is None and hasattr(optimizer, "schedule"):
         lr_schedule = optimizer.schedule
@@ -357,27 +351,57 @@ def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransf
                "other": other}
         return new, out
 
-    return jax.jit(step, in_shardings=(repl, shard), out_shardings=(repl, repl),
+    return step
+
+
+def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                    seed: int, ema_decay: float, ema_warmup: bool = True,
+                    lr_schedule: Optional[optax.Schedule] = None, mesh=None,
+                    steps_per_dispatch: int = 1) -> Callable:
+    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``.
+
+    ``loss_fn(model, batch, key) -> (loss, metrics)`` is the objective (e.g.
+    :func:`memjax.objectives.make_loss`); the model is rebuilt from ``graphdef`` and the
+    state inside the trace. The state is replicated, the batch sharded on ``"data"``
+    (its leading size must divide by the device count). Every step's key is
+    ``fold_in(key(seed), state["step"])``.
+
+    ``steps_per_dispatch = k > 1``: one call runs ``k`` optimiser steps with ``lax.scan`` on
+    batches stacked on a leading axis ``[k, B, ...]`` (sharded on ``"data"`` along ``B``) and
+    returns metrics stacked ``[k]``: the same steps, one dispatch and no host work between them.
+    """
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    repl = parallel.replicated(mesh)
+    step = _train_step_fn(graphdef, loss_fn, optimizer, seed=seed, ema_decay=ema_decay,
+                          ema_warmup=ema_warmup, lr_schedule=lr_schedule)
+    if steps_per_dispatch == 1:
+        return jax.jit(step, in_shardings=(repl, parallel.data_sharding(mesh)),
+                       out_shardings=(repl, repl), donate_argnums=(0,))
+    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+    multi = lambda state, batches: jax.lax.scan(step, state, batches)  # noqa: E731
+    return jax.jit(multi, in_shardings=(repl, stacked), out_shardings=(repl, repl),
                    donate_argnums=(0,))
 
 
 _STEP_CACHE: dict = {}
 
 
-def cached_train_step(graphdef, loss_fn: Callable, config, mesh) -> Callable:
+def cached_train_step(graphdef, loss_fn: Callable, config, mesh, steps_per_dispatch: int = 1
+                      ) -> Callable:
     """:func:`make_train_step` for a training config, memoised on (graph, loss_fn, config,
-    mesh): resuming in the same process (tests, notebooks) reuses the compiled step."""
+    mesh, steps per dispatch): resuming in the same process reuses the compiled step."""
     tr = config.training
     horizon = tr.num_steps if config.optim.schedule == "cosine" else None  # only cosine uses it
     key = (graphdef, loss_fn, config.optim.to_json(), horizon, config.seed, tr.ema_decay,
-           tr.ema_warmup, mesh)
+           tr.ema_warmup, mesh, steps_per_dispatch)
     if key not in _STEP_CACHE:
         if len(_STEP_CACHE) > 8:
             _STEP_CACHE.clear()
         _STEP_CACHE[key] = make_train_step(
             graphdef, loss_fn, make_optimizer(config.optim, tr.num_steps), seed=config.seed,
             ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
-            lr_schedule=learning_rate_schedule(config.optim, tr.num_steps), mesh=mesh)
+            lr_schedule=learning_rate_schedule(config.optim, tr.num_steps), mesh=mesh,
+            steps_per_dispatch=steps_per_dispatch)
     return _STEP_CACHE[key]
 
 
@@ -418,58 +442,39 @@ def eval_graphdef(graphdef, params, other):
     return split_model(model)[0]
 
 
-def _save_grid(images: np.ndarray, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    n, h, w, c = images.shape
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
-    for i, im in enumerate(images):
-        r, q = divmod(i, cols)
-        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = im
-    grid = np.clip((grid + 1) / 2, 0, 1)
-    plt.imsave(path, grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0,
-               vmax=1)
-
-
 # -- metric writing ------------------------------------------------------------------------------
 class MetricWriter:
-    """JSON lines (``metrics.jsonl``) and TensorBoard, both resumable.
+    """JSON lines (``metrics.jsonl``) and TensorBoard, both resumable; process 0 writes.
 
     On a resume from step ``s`` the records after ``s`` (written before the interruption,
-    now to be recomputed) are dropped from the JSON file, and TensorBoard purges them.
+    now to be recomputed) are dropped from the JSON file, and TensorBoard purges them. The
+    JSON file is rewritten whole on each record (atomic, and object stores cannot append).
     """
 
     def __init__(self, workdir: str, *, start_step: int, tensorboard: bool = True,
                  enabled: bool = True):
-        self.enabled = enabled
-        self.path = os.path.join(workdir, METRICS_FILENAME)
+        self.enabled = enabled and wd.is_writer()
+        self.path = wd.as_path(workdir) / METRICS_FILENAME
         self.tb = None
-        if not enabled:
+        self.lines: list[str] = []
+        if not self.enabled:
             return
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= start_step]
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(keep)
-            os.replace(tmp, self.path)
+        if self.path.exists():
+            self.lines = [ln + "\n" for ln in self.path.read_text().splitlines()
+                          if ln.strip() and json.loads(ln)["step"] <= start_step]
+            wd.write_text(self.path, "".join(self.lines))
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+            self.tb = SummaryWriter(os.fspath(wd.as_path(workdir) / "tensorboard"),
                                     purge_step=start_step + 1 if start_step else None)
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
         rec = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.lines.append(json.dumps(rec) + "\n")
+        wd.write_text(self.path, "".join(self.lines))
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, float(v), int(step))
@@ -481,8 +486,8 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
     """The records of ``workdir/metrics.jsonl``."""
-    with open(os.path.join(workdir, METRICS_FILENAME)) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+    text = (wd.as_path(workdir) / METRICS_FILENAME).read_text()
+    return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -519,16 +524,10 @@ def build_loss(config, sde):
 
 
 def _prepare_workdir(config, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILENAME)
-    if os.path.exists(path):
-        with open(path) as f:
-            check_same_run(config, config_from_json(f.read()))
-    if jax.process_index() == 0:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(config_to_json(config))
-        os.replace(tmp, path)
+    path = wd.makedirs(workdir) / CONFIG_FILENAME
+    if path.exists():
+        check_same_run(config, config_from_json(path.read_text()))
+    wd.write_text(path, config_to_json(config))
 
 
 def _dataset_for(config, workdir: str) -> data_lib.Dataset:
@@ -536,19 +535,34 @@ def _dataset_for(config, workdir: str) -> data_lib.Dataset:
     if os.path.exists(path):
         return data_lib.load_split(path)
     dataset = data_lib.load_dataset(config.data)
-    if jax.process_index() == 0:
+    if wd.is_writer():
         data_lib.save_split(dataset, path, config.data)
     return dataset
 
 
-def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: int, mesh) -> dict:
-    """Batch ``step`` as global arrays sharded on ``"data"``; each process supplies its rows."""
-    idx = data_lib.batch_indices(dataset.num_train, batch_size, seed, step)
+def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: int, mesh, *,
+                 num_steps: Optional[int] = None) -> dict:
+    """Batch ``step`` as global arrays sharded on ``"data"``; each process supplies its rows.
+
+    With ``num_steps`` the batches of steps ``step .. step + num_steps - 1`` come stacked on a
+    leading axis ``[num_steps, batch_size, ...]`` (for a multi-step dispatch). This is the one
+    place where training data meets devices.
+    """
+    steps = range(step, step + (num_steps or 1))
+    idx = np.stack([data_lib.batch_indices(dataset.num_train, batch_size, seed, s) for s in steps])
     nproc, pid = jax.process_count(), jax.process_index()
     local = batch_size // nproc
-    batch = data_lib.make_batch(dataset, idx[pid * local:(pid + 1) * local])
-    sharding = parallel.data_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size,) + v.shape[1:])
+    idx = idx[:, pid * local:(pid + 1) * local]
+    flat = data_lib.make_batch(dataset, idx.reshape(-1))
+    batch = {k: v.reshape(idx.shape + v.shape[1:]) for k, v in flat.items()}
+    if num_steps is None:
+        batch = {k: v[0] for k, v in batch.items()}
+        sharding, lead = parallel.data_sharding(mesh), (batch_size,)
+    else:
+        sharding = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+        lead = (num_steps, batch_size)
+    return {k: jax.make_array_from_process_local_data(sharding, v, lead + v.shape[len(lead):])
             for k, v in batch.items()}
 
 
@@ -584,10 +598,50 @@ def _grid_sampler(graphdef_eval, sde, num_steps, parameterization):
     return _SAMPLER_CACHE[key]
 
 
+def _next_boundary(s: int, end: int, tr) -> int:
+    """The first step after ``s`` at which the loop must be on the host (log, checkpoint,
+    sample grid or the end)."""
+    every = [tr.log_every, tr.checkpoint_every] + ([tr.sample_every] if tr.sample_every > 0 else [])
+    return min([end, tr.num_steps] + [(s // e + 1) * e for e in every])
+
+
+def _write_samples(workdir, state, graphdef, config, sde, done: int) -> None:
+    from memjax import report
+
+    geval = eval_graphdef(graphdef, state["ema"], state["other"])
+    key = jax.random.fold_in(jax.random.key(config.seed + 1), done)
+    imgs = np.asarray(sample_grid(geval, state["ema"], state["other"], config, sde, key))
+    sample_dir = wd.as_path(workdir) / "samples"
+    wd.save_npz(sample_dir / f"step_{done:08d}.npz", samples=imgs)
+    if wd.is_writer():
+        report.image_grid(imgs, os.fspath(sample_dir / f"step_{done:08d}.png"),
+                          ncols=int(math.ceil(math.sqrt(len(imgs)))), scale=0.5)
+
+
+def _initial_state(config, workdir, ckpt, model_fn, mesh):
+    model = (model_fn or build_model)(config)
+    model.train()
+    graphdef, params, other = split_model(model)
+    state = init_state(params, other, make_optimizer(config.optim, config.training.num_steps))
+    try:
+        start = ckpt.latest_step() or 0
+        if start:
+            state = ckpt.restore(start, state)
+            log.info("resumed from %s at step %d", ckpt.directory, start)
+    except CheckpointError:
+        ckpt.close()
+        raise
+    return graphdef, jax.device_put(state, parallel.replicated(mesh)), start
+
+
 def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
           model_fn: Optional[Callable] = None, mesh=None,
           stop_after: Optional[int] = None) -> TrainResult:
     """Trains (or resumes training) as ``config`` says, writing everything under ``workdir``.
+
+    ``config.training.steps_per_dispatch = k`` runs ``k`` steps per device call (``lax.scan``;
+    the loop returns to the host only at log / checkpoint / sample steps), with the same
+    batches, keys and so the same numbers as ``k = 1``.
 
     Args:
       config: a training config (:func:`default_config`); validated first.
@@ -597,81 +651,51 @@ def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
       mesh: device mesh (default: all devices on the ``"data"`` axis).
       stop_after: stop after this many steps of this invocation (for tests / preemption).
     """
+    from memjax import console
+    from memjax.models import config as model_config
+
     validate_config(config)
     tr = config.training
     mesh = parallel.data_mesh() if mesh is None else mesh
-    ndev = mesh.devices.size
-    if tr.batch_size % ndev or tr.batch_size % jax.process_count():
-        _fail("training.batch_size", f"a multiple of the device count {ndev}", tr.batch_size)
+    if tr.batch_size % mesh.devices.size or tr.batch_size % jax.process_count():
+        _fail("training.batch_size", f"a multiple of the device count {mesh.devices.size}",
+              tr.batch_size)
     _prepare_workdir(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME), keep=tr.keep_checkpoints)
-    sde = make_sde(config)
-    dataset = _dataset_for(config, workdir)
-    from memjax.models import config as model_config
-
-    hw = model_config.image_hw(config.model.image_size)
-    if dataset.image_shape != (*hw, config.model.channels):
+    sde, dataset = make_sde(config), _dataset_for(config, workdir)
+    if dataset.image_shape != (*model_config.image_hw(config.model.image_size), config.model.channels):
         _fail("model.image_size/model.channels", f"the data's image shape {dataset.image_shape}",
               (config.model.image_size, config.model.channels))
-    model = (model_fn or build_model)(config)
-    model.train()
-    graphdef, params, other = split_model(model)
-    optimizer = make_optimizer(config.optim, tr.num_steps)
-    state = init_state(params, other, optimizer)
-    try:
-        start = ckpt.latest_step() or 0
-        if start:
-            state = ckpt.restore(start, state)
-            log.info("resumed from %s at step %d", ckpt.directory, start)
-    except CheckpointError:
-        ckpt.close()
-        raise
-    state = jax.device_put(state, parallel.replicated(mesh))
+    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME), keep=tr.keep_checkpoints)
+    graphdef, state, start = _initial_state(config, workdir, ckpt, model_fn, mesh)
     loss_fn = loss_fn or build_loss(config, sde)
-    step_fn = cached_train_step(graphdef, loss_fn, config, mesh)
-    lead = jax.process_index() == 0
-    writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard, enabled=lead)
-    sample_dir = os.path.join(workdir, "samples")
-    geval = None
+    writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard)
     end = tr.num_steps if stop_after is None else min(tr.num_steps, start + stop_after)
-    steps = range(start, end)
-    bar = None
-    if tr.progress and lead:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tr.num_steps, initial=start, desc="train", unit="step")
-    pending, t0, s0 = [], time.perf_counter(), start
-    for s in steps:
-        batch = global_batch(dataset, tr.batch_size, config.seed, s, mesh)
-        state, metrics = step_fn(state, batch)
+    bar = console.Progress(tr.num_steps, initial=start, desc="train", every=tr.log_every,
+                           enabled=bool(tr.progress) and wd.is_writer())
+    pending, t0, s0, s = [], time.perf_counter(), start, start
+    while s < end:
+        k = min(int(tr.steps_per_dispatch), _next_boundary(s, end, tr) - s)
+        step_fn = cached_train_step(graphdef, loss_fn, config, mesh, k)
+        state, metrics = step_fn(state, global_batch(dataset, tr.batch_size, config.seed, s, mesh,
+                                                     num_steps=None if k == 1 else k))
         pending.append(metrics)
-        done = s + 1
-        if done % tr.log_every == 0 or done == end:
+        s += k
+        if s % tr.log_every == 0 or s == end:
             vals = jax.device_get(pending)
-            rec = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
-            dt = time.perf_counter() - t0
-            rec["steps_per_sec"] = (done - s0) / dt
+            rec = {m: float(np.mean(np.concatenate([np.ravel(v[m]) for v in vals])))
+                   for m in vals[0]}
+            rec["steps_per_sec"] = (s - s0) / (time.perf_counter() - t0)
             rec["images_per_sec"] = rec["steps_per_sec"] * tr.batch_size
-            writer.write(done, rec)
-            if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            pending, t0, s0 = [], time.perf_counter(), done
-        if bar is not None:
-            bar.update(1)
-        if done % tr.checkpoint_every == 0 or done == tr.num_steps:
-            ckpt.save(done, state)
-        if tr.sample_every >= 0 and ((tr.sample_every and done % tr.sample_every == 0)
-                                     or done == tr.num_steps):
-            if geval is None:
-                geval = eval_graphdef(graphdef, state["ema"], state["other"])
-            key = jax.random.fold_in(jax.random.key(config.seed + 1), done)
-            imgs = np.asarray(sample_grid(geval, state["ema"], state["other"], config, sde, key))
-            if lead:
-                os.makedirs(sample_dir, exist_ok=True)
-                np.savez(os.path.join(sample_dir, f"step_{done:08d}.npz"), samples=imgs)
-                _save_grid(imgs, os.path.join(sample_dir, f"step_{done:08d}.png"))
-    if bar is not None:
-        bar.close()
+            writer.write(s, rec)
+            bar.set_postfix(loss=rec["loss"])
+            pending, t0, s0 = [], time.perf_counter(), s
+        bar.update(k)
+        if s % tr.checkpoint_every == 0 or s == tr.num_steps:
+            ckpt.save(s, state)
+        if tr.sample_every >= 0 and ((tr.sample_every and s % tr.sample_every == 0)
+                                     or s == tr.num_steps):
+            _write_samples(workdir, state, graphdef, config, sde, s)
+    bar.close()
     ckpt.close()
     writer.close()
     return TrainResult(state=state, graphdef=graphdef, dataset=dataset, sde=sde, start_step=start)
