@@ -15,10 +15,12 @@ import numpy as np
 
 from memjax import workdir
 
-__all__ = ["histogram", "image_grid", "pairs", "save_json", "scatter_hull", "to_jsonable"]
+__all__ = ["figure", "histogram", "image_grid", "pairs", "save_figure", "save_json", "scatter_hull",
+           "show_image", "to_jsonable"]
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib ``Figure`` on the Agg canvas (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -27,7 +29,7 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str, *, tight: bool = True) -> str:
+def save_figure(fig, path: str, *, tight: bool = True) -> str:
     """Writes ``fig`` as PNG at ``path`` (atomic, any epath URL, process 0 only)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight" if tight else None)
@@ -46,13 +48,21 @@ def _to_display(images: np.ndarray) -> np.ndarray:
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
+def show_image(ax, image) -> None:
+    """Draws one ``[H, W, C]`` image in ``[-1, 1]`` on ``ax`` (grey for C = 1), no ticks."""
+    ax.imshow(_to_display(np.asarray(image)[None])[0], cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def histogram(values: Any, path: str, *, bins: int = 50, title: str = "", xlabel: str = "",
               thresholds: Sequence[float] = (), bands: Mapping[str, tuple] | None = None,
               log: bool = False) -> str:
     """Histogram of ``values`` with optional vertical threshold lines and shaded bands
     (``{"low": (lo, hi), ...}``). Returns ``path``."""
     v = np.asarray(values, np.float64).ravel()
-    fig = _figure(6, 3.5)
+    fig = figure(6, 3.5)
     ax = fig.add_subplot()
     ax.hist(v[np.isfinite(v)], bins=bins, color="#4477aa", alpha=0.85, log=log)
     colours = ["#ccbb44", "#ee6677", "#aa3377", "#66ccee"]
@@ -66,7 +76,7 @@ def histogram(values: Any, path: str, *, bins: int = 50, title: str = "", xlabel
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: Any, path: str, *, ncols: int = 8, titles: Sequence[str] | None = None,
@@ -76,7 +86,7 @@ def image_grid(images: Any, path: str, *, ncols: int = 8, titles: Sequence[str] 
     n = x.shape[0]
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig = _figure(ncols * scale, nrows * scale + (0.3 if title else 0.0))
+    fig = figure(ncols * scale, nrows * scale + (0.3 if title else 0.0))
     for i in range(nrows * ncols):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.axis("off")
@@ -87,7 +97,7 @@ def image_grid(images: Any, path: str, *, ncols: int = 8, titles: Sequence[str] 
                 ax.set_title(str(titles[i]), fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pairs(generated: Any, train: Any, path: str, *, labels: Sequence[str] | None = None,
@@ -98,7 +108,7 @@ def pairs(generated: Any, train: Any, path: str, *, labels: Sequence[str] | None
     if g.shape != t.shape:
         raise ValueError(f"train: expected the shape of generated {g.shape}, got {t.shape}")
     n = g.shape[0]
-    fig = _figure(max(n, 1) * scale, 2 * scale + 0.5)
+    fig = figure(max(n, 1) * scale, 2 * scale + 0.5)
     for i in range(n):
         for row, img in enumerate((g[i], t[i])):
             ax = fig.add_subplot(2, n, row * n + i + 1)
@@ -112,7 +122,7 @@ def pairs(generated: Any, train: Any, path: str, *, labels: Sequence[str] | None
                 ax.set_title(str(labels[i]), fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
@@ -125,7 +135,7 @@ def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
     for name, a in (("real", r), ("generated", g)):
         if a.ndim != 2 or a.shape[1] != 2:
             raise ValueError(f"{name}: expected points [n, 2], got shape {a.shape}")
-    fig = _figure(6, 6)
+    fig = figure(6, 6)
     ax = fig.add_subplot()
     ax.scatter(r[:, 0], r[:, 1], s=4, c="#4477aa", alpha=0.5, label=labels[0])
     ax.scatter(g[:, 0], g[:, 1], s=4, c="#ee6677", alpha=0.7, label=labels[1])
@@ -143,7 +153,7 @@ def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
     ax.legend(fontsize=8, markerscale=2)
     ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 to_jsonable = workdir.to_jsonable

@@ -146,11 +146,6 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _stage_name(path) -> str:
-    p = as_path(path)
-    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
-
-
 def _read_stage(path: epath.Path) -> dict | None:
     try:
         if not path.exists():
@@ -176,7 +171,7 @@ def cached(stage, key: Any, compute: Callable[[], Mapping[str, Any]], *,
     if old is not None and str(old.get(KEY_FIELD, "")) == k:
         return {n: v for n, v in old.items() if n != KEY_FIELD}, True
     if old is not None and log is not None:
-        log(f"[{_stage_name(p)[:-4]}] its inputs changed since it was stored: recomputing")
+        log(f"[{p.name[:-4]}] its inputs changed since it was stored: recomputing")
     arrays = {n: np.asarray(v) for n, v in compute().items()}
     save_npz(p, **{KEY_FIELD: np.asarray(k)}, **arrays)
     return arrays, False
