@@ -408,10 +408,12 @@ def cached_train_step(graphdef, loss_fn: Callable, config, mesh, steps_per_dispa
 # -- sampling for the grids ------------------------------------------------------------------------
 def network_score(out, x, t, sde: VPSDE, parameterization: str):
     """Score from a batched network output (``t``: ``[b]``): eps -> ``-eps/sigma``, x0 -> Tweedie."""
+    from memjax import scores
+
     tb = t.reshape((-1,) + (1,) * (x.ndim - 1))
     if parameterization == "eps":
-        return -out / sde.sigma(tb)
-    return (sde.alpha(tb) * out - x) / sde.variance(tb)
+        return scores.eps_to_score(out, tb, sde)
+    return scores.x0_to_score(out, x, tb, sde)
 
 
 def pf_euler_sample(apply_fn: Callable, sde: VPSDE, z, *, num_steps: int,

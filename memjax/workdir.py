@@ -32,7 +32,7 @@ from etils import epath
 
 __all__ = ["Path", "as_path", "is_writer", "makedirs", "write_bytes", "write_text", "save_json",
            "load_json", "save_npz", "load_npz", "to_jsonable", "fingerprint", "cached",
-           "stage_key_matches", "mark_stage"]
+           "stage_key_matches", "mark_stage", "lookup", "json_dumps", "json_loads"]
 
 Path = epath.Path
 KEY_FIELD = "__key__"
@@ -146,6 +146,28 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def json_dumps(obj: Any) -> str:
+    """``to_jsonable(obj)`` as compact JSON text (e.g. a table row stored with a stage)."""
+    return json.dumps(to_jsonable(obj), sort_keys=True)
+
+
+def json_loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def _stage_path(stage) -> epath.Path:
+    p = as_path(stage)
+    return p if p.name.endswith(".npz") else p.with_name(p.name + ".npz")
+
+
+def lookup(stage, key: Any) -> dict[str, np.ndarray] | None:
+    """The arrays of ``stage`` when they were stored under ``key``, else None (no computing)."""
+    old = _read_stage(_stage_path(stage))
+    if old is not None and str(old.get(KEY_FIELD, "")) == fingerprint(key):
+        return {n: v for n, v in old.items() if n != KEY_FIELD}
+    return None
+
+
 def _read_stage(path: epath.Path) -> dict | None:
     try:
         if not path.exists():
@@ -164,8 +186,7 @@ def cached(stage, key: Any, compute: Callable[[], Mapping[str, Any]], *,
     code version); ``compute() -> {name: array}``. When a stored result has another key the
     stage is recomputed and ``log`` gets one line saying so. Returns ``(arrays, reused)``.
     """
-    p = as_path(stage)
-    p = p.with_name(p.name + ".npz") if not p.name.endswith(".npz") else p
+    p = _stage_path(stage)
     k = fingerprint(key)
     old = _read_stage(p)
     if old is not None and str(old.get(KEY_FIELD, "")) == k:

@@ -27,6 +27,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from memjax.scripts import common
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics.json and figures.")
@@ -294,14 +296,12 @@ def _diverse(c, f_train, f_gen, fig_dir, log) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from memjax import parallel
-
-    parallel.initialize()
+    common.setup()
     evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 def run():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":
