@@ -35,6 +35,7 @@ and its orbax checkpoints), :func:`heldout_kl` and :func:`score_extraction` here
 
 from __future__ import annotations
 
+import os
 from typing import Callable, NamedTuple, Optional
 
 import jax
