@@ -43,10 +43,10 @@ Every field (``memjax.audit.run_audit`` reads them):
     the n nearest training images and alpha. memorization.delta: a sample is memorized when
     its normalized L2 < delta. memorization.ratio_threshold: also report d1/d2 < this.
   diverse.enabled: count paper 003's diverse samples. diverse.features: "pixels",
-    "classifier" (memjax's digits classifier features) or "NAME:PATH" (memjax.features). diverse.reference: the real points
-    are the "train" images or "all" (train + held out). diverse.method: "tsne_hull" (paper
-    003: one t-SNE of [real; generated], convex hull of the real points; diverse.perplexity,
-    diverse.num_iters) or "knn_support" (k-NN balls in feature space; diverse.k).
+    "classifier" (memjax's digits classifier features) or "NAME:PATH" (memjax.features).
+    diverse.reference: the real points are the "train" images or "all" (train + held out).
+    diverse.method: "tsne_hull" (paper 003: one t-SNE of [real; generated], convex hull of the
+    real points; diverse.perplexity, diverse.num_iters) or "knn_support" (k-NN balls in feature space; diverse.k).
   report.num_show: images per row in the figures.
 
 Budget (2 CPU cores): the network row costs about (N + 2) x steps forward passes per image,

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from etils import epath
 
-__all__ = ["Path", "as_path", "is_writer", "makedirs", "write_bytes", "write_text", "save_json",
+__all__ = ["Path", "as_path", "is_local", "is_writer", "makedirs", "write_bytes", "write_text", "save_json",
            "load_json", "save_npz", "load_npz", "to_jsonable", "fingerprint", "cached",
            "stage_key_matches", "mark_stage", "lookup", "json_dumps", "json_loads"]
 

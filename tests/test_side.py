@@ -49,7 +49,8 @@ def test_kmeans_recovers_separated_blobs():
     km = side.kmeans(jax.random.key(1), jnp.asarray(x, jnp.float32), 7)
     assert adjusted_rand_score(truth, np.asarray(km.labels)) == 1.0
     # jittable end to end
-    km2 = jax.jit(lambda k, v: side.kmeans(k, v, 7, num_iters=50, num_init=2))(jax.random.key(1), jnp.asarray(x, jnp.float32))
+    km2 = jax.jit(lambda k, v: side.kmeans(k, v, 7, num_iters=50, num_init=2))(
+        jax.random.key(1), jnp.asarray(x, jnp.float32))
     assert adjusted_rand_score(truth, np.asarray(km2.labels)) == 1.0
 
 
