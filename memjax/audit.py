@@ -322,8 +322,12 @@ def _write_report(config, workdir, subject, rows, samples, mem, diverse) -> dict
     report = build_report(config, subject, rows, samples, mem, diverse)
     wd.save_json(f"{workdir}/report.json", report)
     figures = make_figures(config, subject, rows, samples, mem, diverse, f"{workdir}/figures")
-    wd.write_text(f"{workdir}/report.md", report_markdown(report, figures))
-    wd.save_json(f"{workdir}/run_info.json", run_info(config))
+    info = run_info(config)
+    wd.write_text(f"{workdir}/report.md", report_markdown(report, figures) + (
+        f"\nRun: memjax {info['memjax']}, JAX {info['jax']}, {len(info['devices'])} "
+        f"{info['backend']} device(s), {info['process_count']} process(es); the full config is in "
+        "run_info.json.\n"))
+    wd.save_json(f"{workdir}/run_info.json", info)
     return report
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-__all__ = ["quiet", "progress", "Progress", "is_terminal"]
+__all__ = ["quiet", "progress", "Progress", "is_terminal", "bars"]
 
 NOISY_LOGGERS = ("absl", "jax", "jax._src", "jax._src.xla_bridge", "orbax", "orbax.checkpoint",
                  "tensorflow", "tensorflow_datasets", "etils", "fsspec", "matplotlib", "h5py")
@@ -45,6 +45,12 @@ def quiet(verbosity: int = 0) -> None:
 def is_terminal(stream=None) -> bool:
     stream = sys.stderr if stream is None else stream
     return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def bars(enabled) -> bool:
+    """Whether to draw tqdm bars of other libraries' loops: only when asked and on a terminal
+    (a log file gets memjax's interval and stage lines instead of carriage-return frames)."""
+    return bool(enabled) and is_terminal()
 
 
 def _hms(seconds: float) -> str:

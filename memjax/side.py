@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 from jaxtyping import PRNGKeyArray
 
-from memjax import _checks, sampling
+from memjax import _checks, console, sampling
 from memjax import workdir as wd
 from memjax.fit import FitHistory, batched_logits, fit_classifier  # noqa: F401
 from memjax.jobs.side_report import (band_order, best_lambda, lambda_tag,  # noqa: F401
@@ -348,7 +348,7 @@ def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, t
         def compute(lam=lam):
             imgs = smp(jax.random.fold_in(jax.random.key(config.seed), 6), len(classes),
                        sampling.Guide(classes, np.full(len(classes), float(lam), np.float32)),
-                       progress=bool(config.progress))
+                       progress=console.bars(config.progress))
             sc = score_extraction(imgs, train_images, measure=mc.measure, bands=bands, n=mc.n,
                                   alpha=mc.alpha)
             row = {"lambda": float(lam), "num_generated": int(len(imgs)), "ams": sc.ams,
@@ -408,7 +408,7 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
     synthetic = wd.cached(f"{workdir}/synthetic", syn_key, lambda: {"images": sampling.sample(
         score_fn, sde, jax.random.fold_in(jax.random.key(config.seed), 2), sc.num_samples, shape,
         sampler=sc.sampler, num_steps=sc.num_steps, batch_size=256,
-        progress=bool(config.progress))}, log=log)[0]["images"]
+        progress=console.bars(config.progress))}, log=log)[0]["images"]
     pl, pl_key = _pseudo_label_stage(config, workdir, synthetic, wd.fingerprint(syn_key), clf,
                                      clf_key, log)
     td, td_key = _tdkd_stage(config, workdir, synthetic, pl["logits"], pl_key, sde, log)

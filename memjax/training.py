@@ -469,7 +469,8 @@ def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
     loss_fn = loss_fn or build_loss(config, sde)
     writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard)
     end = tr.num_steps if stop_after is None else min(tr.num_steps, start + stop_after)
-    bar = console.Progress(tr.num_steps, initial=start, desc="train", every=tr.log_every,
+    every = tr.log_every * max(1, -(-(tr.num_steps - start) // (10 * tr.log_every)))  # ~10 lines
+    bar = console.Progress(tr.num_steps, initial=start, desc="train", every=every,
                            enabled=bool(tr.progress) and wd.is_writer())
     pending, t0, s0, s = [], time.perf_counter(), start, start
     while s < end:

@@ -79,6 +79,7 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
         median = lambda a: float(np.median(a))  # noqa: E731
         ms = {"criterion": f"normalized_l2 < {mc.delta:g} (Carlini et al., n={mc.n}, "
                            f"alpha={mc.alpha:g})",
+              "similarity_space": "pixels",
               "frac_memorized": mean(mem["samples_memorized"]),
               "frac_memorized_heldout_reference": mean(mem["heldout_memorized"]),
               "frac_d1_d2_below": mean(mem["samples_d1_d2"] < mc.ratio_threshold),

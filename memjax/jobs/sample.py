@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks, sampling
+from memjax import _checks, console, sampling
 from memjax import workdir as wd
 
 __all__ = ["validate_config", "score_for", "nearest_stats", "run"]
@@ -104,7 +104,7 @@ def run(config, workdir: str, trained, *, stop_after_chunks: int | None = None,
             return {"complete": False, "chunks_done": len(chunks)}
         arrays, reused = wd.cached(stage, (base, c, m), lambda c=c, s=s, m=m: {"images": smp(
             jax.random.fold_in(key, c), m, None if cond is None else cond[s:s + m],
-            progress=bool(config.progress))}, log=log)
+            progress=console.bars(config.progress))}, log=log)
         chunks.append(arrays["images"])
         new += not reused
     samples = np.concatenate(chunks)
