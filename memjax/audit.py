@@ -138,7 +138,7 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
         dataset = data_lib.load_dataset(config.train.data)
         if m.checkpoint:
             trained = restore_trained(config.train, m.checkpoint, dataset, step=m.step or None)
-            src = sources._from_trained(trained, f"restored checkpoint {m.checkpoint} "
+            src = sources.from_trained(trained, f"restored checkpoint {m.checkpoint} "
                                                  f"(step {trained.step})")
         else:
             src = sources.load_model_source(m.source, field="model.source")

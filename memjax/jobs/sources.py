@@ -27,7 +27,7 @@ import numpy as np
 
 from memjax import workdir as wd
 
-__all__ = ["ModelSource", "load_model_source", "model_id", "load_features", "named"]
+__all__ = ["ModelSource", "load_model_source", "from_trained", "model_id", "load_features", "named"]
 
 
 class ModelSource(NamedTuple):
@@ -53,7 +53,8 @@ def model_id(model) -> str:
                             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.number)])
 
 
-def _from_trained(trained, description: str) -> ModelSource:
+def from_trained(trained, description: str) -> ModelSource:
+    """The :class:`ModelSource` of a :class:`memjax.training.Trained`."""
     from memjax import training
 
     return ModelSource(training.trained_score_fn(trained), trained.sde, model_id(trained.model),
@@ -84,7 +85,7 @@ def load_model_source(spec: str, *, step: int | None = None, field: str = "model
         raise ValueError(f"{field}: no {training.CONFIG_FILENAME} in {spec!r}; is it a memjax "
                          "training workdir?")
     trained = training.load_trained(spec, step=step)
-    return _from_trained(trained, f"restored {spec} (step {trained.step})")
+    return from_trained(trained, f"restored {spec} (step {trained.step})")
 
 
 def named(fn: Callable, name: str) -> Callable:
