@@ -141,7 +141,7 @@ def main():
     ap.add_argument("--out", type=str, default="",
                     help="write the table to this file, replacing it (default: print only)")
     args = ap.parse_args()
-    rows = [ROWS[int(i)] for i in args.rows.split(",")]
+    rows = [ROWS[int(i)] for i in args.rows.split(",") if i]
     load0 = os.getloadavg()
     benches = {label: make_bench(name, bs) for label, name, bs in rows}
     for k in [int(v) for v in args.dispatch.split(",") if v]:
