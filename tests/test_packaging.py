@@ -41,9 +41,10 @@ def test_non_editable_install_runs_the_audit_by_config_name(tmp_path):
     with open(os.path.join(site, "test_deps.pth"), "w") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
     wheel = glob.glob(str(dist / "memjax-*.whl"))[0]
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel],
-                   check=True, timeout=600)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # --ignore-installed: the appended site-packages hold the test environment's own memjax
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                    "--ignore-installed", wheel], check=True, timeout=600, env=env)
     env["JAX_PLATFORMS"] = "cpu"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
