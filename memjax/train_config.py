@@ -63,7 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
       training.progress: show a tqdm progress bar.
       training.tensorboard: write TensorBoard events.
       training.steps_per_dispatch: optimiser steps per device call (``lax.scan``); the same
-        numbers as 1, less host overhead per step for small models.
+        numbers as 1, less dispatch overhead on accelerators (slower on XLA:CPU, see
+        benchmarks/results/train.md).
     """
     from memjax.models import config as model_config
 
