@@ -90,20 +90,64 @@ def make_bench(name, batch_size):
     return dict(run=run, batch=b, params=nparams, compile_s=compile_s)
 
 
+def make_loop_bench(name, steps_per_dispatch):
+    """The training loop's own per-step work on the real data: batch assembly
+    (``global_batch``) and the dispatch of 1 step, or of ``steps_per_dispatch`` steps in one
+    ``lax.scan`` (``training.steps_per_dispatch``)."""
+    from memjax import data, parallel, training
+
+    cfg = load_config(name)
+    mesh = parallel.data_mesh()
+    model = training.build_model(cfg)
+    model.train()
+    g, params, other = training.split_model(model)
+    opt = training.make_optimizer(cfg.optim, cfg.training.num_steps)
+    k = steps_per_dispatch
+    step = training.cached_train_step(g, training.build_loss(cfg, training.make_sde(cfg)), cfg,
+                                      mesh, k)
+    state = jax.device_put(training.init_state(params, other, opt), parallel.replicated(mesh))
+    ds, b = data.load_dataset(cfg.data), cfg.training.batch_size
+    holder = {"state": state, "s": 0}
+
+    def run(n):
+        st, s = holder["state"], holder["s"]
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(n // k):
+            st, m = step(st, training.global_batch(ds, b, cfg.seed, s, mesh,
+                                                   num_steps=None if k == 1 else k))
+            s += k
+        jax.block_until_ready(m)
+        holder["state"], holder["s"] = st, s
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    t0 = time.perf_counter()
+    run(k)
+    compile_s = time.perf_counter() - t0
+    return dict(run=run, batch=b, params=int(sum(x.size for x in jax.tree.leaves(params))),
+                compile_s=compile_s)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--cifar-steps", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rows", type=str, default="0,1,2,3")
+    ap.add_argument("--dispatch", type=str, default="",
+                    help="e.g. 1,10,50: also time digits_overfit's training loop (batch "
+                         "assembly + dispatch) with these steps per dispatch")
     # Print only by default: benchmarks/results/train.md also holds hand-written sections (the
     # memorization study) and rows measured under other conditions, which --out overwrites.
     ap.add_argument("--out", type=str, default="",
                     help="write the table to this file, replacing it (default: print only)")
     args = ap.parse_args()
-    rows = [ROWS[int(i)] for i in args.rows.split(",")]
+    rows = [ROWS[int(i)] for i in args.rows.split(",") if i]
     load0 = os.getloadavg()
     benches = {label: make_bench(name, bs) for label, name, bs in rows}
+    for k in [int(v) for v in args.dispatch.split(",") if v]:
+        label = f"digits_overfit training loop, {k} step(s) per dispatch"
+        rows.append((label, "digits_overfit.py", None))
+        benches[label] = make_loop_bench("digits_overfit.py", k)
     times = {label: [] for label, _, _ in rows}
     for _ in range(args.repeats):
         for label, name, _ in rows:

@@ -18,6 +18,8 @@ Every field (``memjax.audit.run_audit`` reads them):
     ``train.model`` and the trained / held-out split ``train.data`` (see
     configs/audit_custom_example.py).
   model.step: checkpoint step to restore (0: the latest).
+  model.source: any other model (memjax.jobs.sources.load_model_source): "package.module:fn"
+    returning (score_fn, sde), or "diffusers:PATH"; the split is ``train.data``.
   ease.grid_steps: T, the Euler grid of paper 000 (dt = 1 / T; "step = 1" is the growth over
     the first dt = 1e-3).
   ease.method: "jvp" (exact tangents) or "finite_difference" (the paper's neighbours at sigma).
@@ -40,11 +42,11 @@ Every field (``memjax.audit.run_audit`` reads them):
   memorization.n, memorization.alpha: Carlini et al.'s normalized L2 (paper 000 eq. 7) with
     the n nearest training images and alpha. memorization.delta: a sample is memorized when
     its normalized L2 < delta. memorization.ratio_threshold: also report d1/d2 < this.
-  diverse.enabled: count paper 003's diverse samples. diverse.features: "pixels" or
-    "classifier" (memjax's digits classifier features). diverse.reference: the real points
-    are the "train" images or "all" (train + held out). diverse.method: "tsne_hull" (paper
-    003: one t-SNE of [real; generated], convex hull of the real points; diverse.perplexity,
-    diverse.num_iters) or "knn_support" (k-NN balls in feature space; diverse.k).
+  diverse.enabled: count paper 003's diverse samples. diverse.features: "pixels",
+    "classifier" (memjax's digits classifier features) or "NAME:PATH" (memjax.features).
+    diverse.reference: the real points are the "train" images or "all" (train + held out).
+    diverse.method: "tsne_hull" (paper 003: one t-SNE of [real; generated], convex hull of the
+    real points; diverse.perplexity, diverse.num_iters) or "knn_support" (k-NN balls in feature space; diverse.k).
   report.num_show: images per row in the figures.
 
 Budget (2 CPU cores): the network row costs about (N + 2) x steps forward passes per image,
@@ -69,7 +71,11 @@ def _train_config():
     return module.get_config()
 
 
-def get_config():
+def get_config(variant: str = ""):
+    """The audit config; ``variant="tiny"`` (``--config=digits_audit:tiny``) is a seconds-scale
+    smoke run (8 + 8 digits, 20 training steps) for tests and for trying the console."""
+    if variant not in ("", "tiny"):
+        raise ValueError(f"config argument: expected '' or 'tiny', got {variant!r}")
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.train = _train_config()
@@ -78,6 +84,7 @@ def get_config():
     c.model.workdir = ""
     c.model.checkpoint = ""
     c.model.step = 0
+    c.model.source = ""
 
     c.ease = ml_collections.ConfigDict()
     c.ease.grid_steps = 1000
@@ -120,4 +127,20 @@ def get_config():
 
     c.report = ml_collections.ConfigDict()
     c.report.num_show = 12
+    return _tiny(c) if variant == "tiny" else c
+
+
+def _tiny(c):
+    t = c.train
+    t.data.num_train, t.data.num_heldout = 8, 8
+    t.model.base_channels, t.model.attn_resolutions = 8, ()
+    t.optim.warmup_steps = 0
+    t.training.update(batch_size=16, num_steps=20, log_every=10, checkpoint_every=10,
+                      tensorboard=False, sample_every=-1)
+    c.ease.network.settings, c.ease.network.batch_size = ((1, 1), (1, 3), (-1, 2)), 16
+    c.ease.exact.settings, c.ease.exact.batch_size = ((1, 1), (4, 2), (-1, 3)), 16
+    c.sampling.update(num_samples=24, num_steps=10, batch_size=24)
+    c.memorization.n = 10
+    c.diverse.update(perplexity=5.0, num_iters=250)
+    c.report.num_show = 4
     return c

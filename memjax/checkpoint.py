@@ -48,7 +48,10 @@ class Checkpointer:
     def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
         import orbax.checkpoint as ocp
 
-        self.directory = os.path.abspath(directory)
+        from memjax import workdir as wd
+
+        self.directory = os.path.abspath(directory) if wd.is_local(directory) else str(directory)
+        self._path = wd.as_path(self.directory)
         self.verify()
         opts = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                             enable_async_checkpointing=async_save)
@@ -57,21 +60,20 @@ class Checkpointer:
 
     def verify(self) -> list[int]:
         """Committed steps, ascending; raises :class:`CheckpointError` on a partial one."""
-        if not os.path.isdir(self.directory):
-            if os.path.exists(self.directory):
+        if not self._path.is_dir():
+            if self._path.exists():
                 raise CheckpointError(f"{self.directory} exists and is not a directory; it cannot "
                                       f"hold checkpoints")
             return []
         steps = []
-        for name in sorted(os.listdir(self.directory)):
-            path = os.path.join(self.directory, name)
+        for child in sorted(self._path.iterdir(), key=lambda p: p.name):
+            name, path = child.name, f"{self.directory}/{child.name}"
             if ".orbax-checkpoint-tmp" in name:
                 log.warning("ignoring uncommitted orbax temporary directory %s", path)
                 continue
             if not name.isdigit():
                 continue
-            if not os.path.isdir(path) or not any(
-                    os.path.exists(os.path.join(path, m)) for m in self.COMMIT_MARKERS):
+            if not child.is_dir() or not any((child / m).exists() for m in self.COMMIT_MARKERS):
                 raise CheckpointError(
                     f"checkpoint {path} is partial or corrupt (no orbax commit marker "
                     f"{' / '.join(self.COMMIT_MARKERS)}). It was not written by a completed "
@@ -90,7 +92,7 @@ class Checkpointer:
     def restore(self, step: int, template: dict) -> dict:
         """Restores step ``step`` into the structure, shapes and shardings of ``template``."""
         abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, _keys_to_data(template))
-        path = os.path.join(self.directory, str(step))
+        path = f"{self.directory}/{step}"
         try:
             restored = self.manager.restore(int(step),
                                             args=self._ocp.args.StandardRestore(abstract))

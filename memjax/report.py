@@ -8,16 +8,19 @@ changed, no display is needed) and written as PNG files. Images follow the memja
 
 from __future__ import annotations
 
-import json
-import os
+import io
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["histogram", "image_grid", "pairs", "save_json", "scatter_hull", "to_jsonable"]
+from memjax import workdir
+
+__all__ = ["figure", "histogram", "image_grid", "pairs", "save_figure", "save_json", "scatter_hull",
+           "show_image", "to_jsonable"]
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib ``Figure`` on the Agg canvas (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -26,12 +29,11 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str) -> str:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
+def save_figure(fig, path: str, *, tight: bool = True) -> str:
+    """Writes ``fig`` as PNG at ``path`` (atomic, any epath URL, process 0 only)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None)
+    workdir.write_bytes(path, buf.getvalue())
     return path
 
 
@@ -46,13 +48,21 @@ def _to_display(images: np.ndarray) -> np.ndarray:
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
+def show_image(ax, image) -> None:
+    """Draws one ``[H, W, C]`` image in ``[-1, 1]`` on ``ax`` (grey for C = 1), no ticks."""
+    ax.imshow(_to_display(np.asarray(image)[None])[0], cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def histogram(values: Any, path: str, *, bins: int = 50, title: str = "", xlabel: str = "",
               thresholds: Sequence[float] = (), bands: Mapping[str, tuple] | None = None,
               log: bool = False) -> str:
     """Histogram of ``values`` with optional vertical threshold lines and shaded bands
     (``{"low": (lo, hi), ...}``). Returns ``path``."""
     v = np.asarray(values, np.float64).ravel()
-    fig = _figure(6, 3.5)
+    fig = figure(6, 3.5)
     ax = fig.add_subplot()
     ax.hist(v[np.isfinite(v)], bins=bins, color="#4477aa", alpha=0.85, log=log)
     colours = ["#ccbb44", "#ee6677", "#aa3377", "#66ccee"]
@@ -66,7 +76,7 @@ def histogram(values: Any, path: str, *, bins: int = 50, title: str = "", xlabel
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: Any, path: str, *, ncols: int = 8, titles: Sequence[str] | None = None,
@@ -76,7 +86,7 @@ def image_grid(images: Any, path: str, *, ncols: int = 8, titles: Sequence[str] 
     n = x.shape[0]
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig = _figure(ncols * scale, nrows * scale + (0.3 if title else 0.0))
+    fig = figure(ncols * scale, nrows * scale + (0.3 if title else 0.0))
     for i in range(nrows * ncols):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.axis("off")
@@ -87,7 +97,7 @@ def image_grid(images: Any, path: str, *, ncols: int = 8, titles: Sequence[str] 
                 ax.set_title(str(titles[i]), fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pairs(generated: Any, train: Any, path: str, *, labels: Sequence[str] | None = None,
@@ -98,7 +108,7 @@ def pairs(generated: Any, train: Any, path: str, *, labels: Sequence[str] | None
     if g.shape != t.shape:
         raise ValueError(f"train: expected the shape of generated {g.shape}, got {t.shape}")
     n = g.shape[0]
-    fig = _figure(max(n, 1) * scale, 2 * scale + 0.5)
+    fig = figure(max(n, 1) * scale, 2 * scale + 0.5)
     for i in range(n):
         for row, img in enumerate((g[i], t[i])):
             ax = fig.add_subplot(2, n, row * n + i + 1)
@@ -112,7 +122,7 @@ def pairs(generated: Any, train: Any, path: str, *, labels: Sequence[str] | None
                 ax.set_title(str(labels[i]), fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
@@ -125,7 +135,7 @@ def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
     for name, a in (("real", r), ("generated", g)):
         if a.ndim != 2 or a.shape[1] != 2:
             raise ValueError(f"{name}: expected points [n, 2], got shape {a.shape}")
-    fig = _figure(6, 6)
+    fig = figure(6, 6)
     ax = fig.add_subplot()
     ax.scatter(r[:, 0], r[:, 1], s=4, c="#4477aa", alpha=0.5, label=labels[0])
     ax.scatter(g[:, 0], g[:, 1], s=4, c="#ee6677", alpha=0.7, label=labels[1])
@@ -143,40 +153,13 @@ def scatter_hull(real: Any, generated: Any, path: str, *, hull: Any = None,
     ax.legend(fontsize=8, markerscale=2)
     ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Arrays, NamedTuples, dataclasses and NumPy scalars -> plain JSON types."""
-    if hasattr(obj, "_asdict"):
-        return {k: to_jsonable(v) for k, v in obj._asdict().items()}
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        if isinstance(obj, float) and not np.isfinite(obj):
-            return None
-        return obj
-    try:
-        a = np.asarray(obj)
-    except Exception:  # noqa: BLE001 - anything else is written as its repr
-        return repr(obj)
-    if a.dtype.kind in "biuf":
-        if a.ndim == 0:
-            v = a.item()
-            return None if isinstance(v, float) and not np.isfinite(v) else v
-        return [to_jsonable(v) for v in a.tolist()]
-    if a.dtype.kind in "US":
-        return a.tolist()
-    return repr(obj)
+to_jsonable = workdir.to_jsonable
 
 
 def save_json(obj: Any, path: str) -> str:
-    """Writes ``to_jsonable(obj)`` atomically (indent 2)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(to_jsonable(obj), f, indent=2, sort_keys=False)
-    os.replace(tmp, path)
+    """Writes ``to_jsonable(obj)`` atomically (indent 2; process 0 only)."""
+    workdir.save_json(path, obj, indent=2)
     return path

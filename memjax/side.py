@@ -25,14 +25,16 @@ that is stopped continues where it stopped):
    similarity measure; a table like paper 001 Table 1 / 4, AMS and UMS against lambda (Fig. 4)
    and extracted images next to their nearest training images (Fig. 1).
 
-Library functions here are pure (``kmeans``, ``fit_classifier``, ``heldout_kl``,
-``score_extraction``); :func:`run` strings them together with the caching.
+Every stage is stored under the workdir with the key of what it depends on (the config fields
+it reads and the stages it consumes, :mod:`memjax.workdir`): change ``num_clusters`` and the
+pseudo-labels, the TDKD student and the extractions are recomputed, the synthetic set is not.
+The library pieces: :mod:`memjax.metrics.kmeans`, :mod:`memjax.fit` (the classifier fit loop
+and its orbax checkpoints), :func:`heldout_kl` and :func:`score_extraction` here, and
+:mod:`memjax.jobs.side_report`; :func:`run` composes them.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 from typing import Callable, NamedTuple, Optional
 
@@ -40,193 +42,28 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
-from memjax import _checks, sampling
+from memjax import _checks, console, sampling
+from memjax import workdir as wd
+from memjax.fit import FitHistory, batched_logits, fit_classifier  # noqa: F401
+from memjax.jobs.side_report import (band_order, best_lambda, lambda_tag,  # noqa: F401
+                                     results_table, write_report)
+from memjax.metrics.kmeans import KMeans, kmeans, kmeans_assign, kmeans_plusplus  # noqa: F401
 from memjax.sde import VPSDE
 
-log = logging.getLogger(__name__)
+__all__ = ["LABELS", "FEATURES", "heldout_kl", "onehot_logits", "classifier_logits_fn",
+           "ExtractionScores", "score_extraction", "default_config", "validate_config",
+           "band_objects", "run", "load_target", "kmeans", "kmeans_plusplus", "kmeans_assign",
+           "KMeans", "fit_classifier", "FitHistory", "batched_logits", "best_lambda",
+           "results_table", "write_report", "band_order", "lambda_tag"]
 
 LABELS = ("original", "kmeans")
 FEATURES = ("pixels", "classifier")
+CODE_VERSION = 1
 
 
-# -- k-means -----------------------------------------------------------------------------------
-class KMeans(NamedTuple):
-    """Result of :func:`kmeans`: ``centroids [k, d]``, ``labels [n]``, ``inertia`` (sum of squared
-    distances of the points to their centroids)."""
-
-    centroids: Float[Array, "k d"]
-    labels: Int[Array, " n"]
-    inertia: Float[Array, ""]
-
-
-def _sq_dists(x, c):
-    # ||x||^2 - 2 x.c + ||c||^2, clipped: fine for assignment (ties are measure-zero)
-    d = jnp.sum(x * x, 1)[:, None] - 2.0 * x @ c.T + jnp.sum(c * c, 1)[None, :]
-    return jnp.maximum(d, 0.0)
-
-
-def kmeans_plusplus(key: PRNGKeyArray, x: Float[Array, "n d"], k: int) -> Float[Array, "k d"]:
-    r"""k-means++ seeding (Arthur & Vassilvitskii 2007): the first centroid uniformly at random,
-    each next one drawn with probability ``\propto D(x)^2``, the squared distance to the nearest
-    centroid chosen so far."""
-    n = x.shape[0]
-    keys = jax.random.split(key, k)
-    first = x[jax.random.randint(keys[0], (), 0, n)]
-    cents = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
-    d2 = jnp.sum((x - first) ** 2, 1)
-
-    def body(i, carry):
-        cents, d2 = carry
-        logits = jnp.where(d2 > 0, jnp.log(jnp.where(d2 > 0, d2, 1.0)), -jnp.inf)
-        # all points coincide with centroids: fall back to uniform
-        logits = jnp.where(jnp.all(d2 <= 0), jnp.zeros_like(d2), logits)
-        j = jax.random.categorical(keys[i], logits)
-        c = x[j]
-        return cents.at[i].set(c), jnp.minimum(d2, jnp.sum((x - c) ** 2, 1))
-
-    cents, _ = jax.lax.fori_loop(1, k, body, (cents, d2))
-    return cents
-
-
-def _lloyd(x, cents, num_iters):
-    k = cents.shape[0]
-
-    def body(_, cents):
-        labels = jnp.argmin(_sq_dists(x, cents), 1)
-        sums = jax.ops.segment_sum(x, labels, k)
-        counts = jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), labels, k)
-        return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], cents)
-
-    cents = jax.lax.fori_loop(0, num_iters, body, cents)
-    d = _sq_dists(x, cents)
-    labels = jnp.argmin(d, 1)
-    return KMeans(cents, labels.astype(jnp.int32), jnp.sum(jnp.min(d, 1)))
-
-
-def kmeans(key: PRNGKeyArray, x: Float[Array, "n d"], k: int, *, num_iters: int = 100,
-           num_init: int = 4) -> KMeans:
-    """Lloyd's k-means with k-means++ seeding; the best of ``num_init`` restarts (lowest inertia).
-
-    Jittable (``k``, ``num_iters``, ``num_init`` static); restarts run vmapped. Empty clusters
-    keep their previous centroid. ``x`` is ``[n, d]`` (flatten images first).
-    """
-    x = _checks.as_array("x", x, ndim=2)
-    _checks.check_positive_int("k", k)
-    _checks.check_positive_int("num_iters", num_iters)
-    _checks.check_positive_int("num_init", num_init)
-    if k > x.shape[0]:
-        raise ValueError(f"k: expected at most the number of points {x.shape[0]}, got {k}")
-    return _kmeans_jit(key, x, k, num_iters, num_init)
-
-
-@jax.jit
-def _kmeans_assign(x, cents):
-    return jnp.argmin(_sq_dists(x, cents), 1).astype(jnp.int32)
-
-
-def kmeans_assign(x: Float[Array, "n d"], centroids: Float[Array, "k d"]) -> Int[Array, " n"]:
-    """Index of the nearest centroid for every row of ``x``."""
-    return _kmeans_assign(jnp.asarray(x), jnp.asarray(centroids))
-
-
-from functools import partial  # noqa: E402
-
-
-@partial(jax.jit, static_argnums=(2, 3, 4))
-def _kmeans_jit(key, x, k, num_iters, num_init):
-    def one(kk):
-        return _lloyd(x, kmeans_plusplus(kk, x, k), num_iters)
-
-    res = jax.vmap(one)(jax.random.split(key, num_init))
-    best = jnp.argmin(res.inertia)
-    return jax.tree_util.tree_map(lambda a: a[best], res)
-
-
-# -- classifier training (normal and time-dependent) --------------------------------------------
-class FitHistory(NamedTuple):
-    steps: list
-    train: list           # metrics dicts, averaged over each log interval
-    evals: list           # eval_fn results at the logged steps (or [])
-
-
-def fit_classifier(model, loss_fn: Callable, data: dict, *, key: PRNGKeyArray, num_steps: int,
-                   batch_size: int, learning_rate: float = 1e-4, weight_decay: float = 1e-4,
-                   log_every: int = 50, eval_fn: Optional[Callable] = None,
-                   progress: bool = False, desc: str = "classifier") -> FitHistory:
-    """Trains an NNX classifier in place with AdamW (paper 001: lr 1e-4).
-
-    ``loss_fn(model, batch, key) -> (loss, metrics)`` (e.g. :func:`memjax.objectives.classifier_loss`
-    or a ``functools.partial`` of :func:`memjax.objectives.tdkd_loss`); ``data`` is a dict of
-    arrays with a common leading axis, sampled in shuffled epochs (seeded from ``key``).
-    ``eval_fn(model) -> dict`` runs (in eval mode) every ``log_every`` steps and at the end.
-    """
-    from flax import nnx
-
-    _checks.check_positive_int("num_steps", num_steps)
-    _checks.check_positive_int("batch_size", batch_size)
-    _checks.check_positive("learning_rate", learning_rate)
-    n = len(next(iter(data.values())))
-    batch_size = min(batch_size, n)
-    model.train()
-    opt = nnx.Optimizer(model, optax.adamw(learning_rate, weight_decay=weight_decay), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, opt, batch, k):
-        (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, k)
-        opt.update(model, grads)
-        return metrics
-
-    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    rng = np.random.default_rng(seed)
-    perm, pos = rng.permutation(n), 0
-    hist = FitHistory([], [], [])
-    pending = []
-    steps = range(num_steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=desc, unit="step")
-    for s in steps:
-        if pos + batch_size > n:
-            perm, pos = rng.permutation(n), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        batch = {k: jnp.asarray(v[idx]) for k, v in data.items()}
-        pending.append(step(model, opt, batch, jax.random.fold_in(key, s)))
-        if (s + 1) % log_every == 0 or s + 1 == num_steps:
-            vals = jax.device_get(pending)
-            hist.steps.append(s + 1)
-            hist.train.append({k: float(np.mean([v[k] for v in vals])) for k in vals[0]})
-            pending = []
-            if eval_fn is not None:
-                model.eval()
-                hist.evals.append(eval_fn(model))
-                model.train()
-    model.eval()
-    return hist
-
-
-def batched_logits(model, images: np.ndarray, t: Optional[np.ndarray] = None, *,
-                   batch_size: int = 512) -> np.ndarray:
-    """``model(images[, t])`` in eval mode, in batches, as host float32 logits ``[n, K]``."""
-    from flax import nnx
-
-    model.eval()
-
-    @nnx.jit
-    def f(model, x, tt):
-        return model(x) if tt is None else model(x, tt)
-
-    out = []
-    for s in range(0, len(images), batch_size):
-        tt = None if t is None else jnp.asarray(t[s:s + batch_size])
-        out.append(np.asarray(f(model, jnp.asarray(images[s:s + batch_size]), tt), np.float32))
-    return np.concatenate(out)
-
-
+# -- library pieces ------------------------------------------------------------------------------
 def heldout_kl(td_model, images: np.ndarray, teacher_logits: np.ndarray, sde: VPSDE, *,
                key: PRNGKeyArray, num_draws: int = 4, batch_size: int = 512) -> float:
     r"""Mean ``KL(p_teacher(y | x_0) || p^t(y | x_t))`` over held-out images at fixed noisy draws.
@@ -293,7 +130,6 @@ def score_extraction(generated: np.ndarray, train: np.ndarray, *, measure: str,
     return ExtractionScores(np.asarray(best), np.asarray(idx), np.asarray(d)[:, 0], ams, ums)
 
 
-# -- the pipeline ------------------------------------------------------------------------------------
 def default_config() -> ml_collections.ConfigDict:
     """The SIDE config (all fields documented here; ``configs/digits_side.py`` starts from it).
 
@@ -380,57 +216,6 @@ def validate_config(c) -> None:
             raise ValueError(f"metrics.bands.{name}: expected (lo, hi) with lo < hi, got {b!r}")
 
 
-def lambda_tag(lam: float) -> str:
-    """File tag of a lambda: ``lambda_0007.500`` (sorts numerically)."""
-    return f"lambda_{float(lam):08.3f}"
-
-
-def _atomic_json(obj, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def _atomic_npz(path, **arrays):
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _save_model(model, directory):
-    from memjax import training
-
-    _, params, other = training.split_model(model)
-    ck = training.Checkpointer(directory, keep=1, async_save=False)
-    ck.save(1, {"params": params, "other": other})
-    ck.wait()
-    ck.close()
-
-
-def _restore_model(model, directory) -> bool:
-    from flax import nnx
-
-    from memjax import training
-
-    ck = training.Checkpointer(directory, keep=1, async_save=False)
-    step = ck.latest_step()
-    if step is None:
-        ck.close()
-        return False
-    graphdef, params, other = training.split_model(model)
-    state = ck.restore(step, {"params": params, "other": other})
-    ck.close()
-    nnx.update(model, nnx.state(nnx.merge(graphdef, state["params"], state["other"])))
-    return True
-
-
-def band_order(bands) -> list:
-    """Band names with ``low``, ``mid``, ``high`` first in that order (the paper's), then the rest."""
-    names = list(bands.keys())
-    std = [b for b in ("low", "mid", "high") if b in names]
-    return std + [b for b in names if b not in std]
-
 
 def band_objects(bands) -> dict:
     """Config bands ``name -> (lo, hi)`` as half-open :class:`~memjax.metrics.memorization.Band`."""
@@ -439,111 +224,87 @@ def band_objects(bands) -> dict:
     return {k: mem.Band(float(v[0]), float(v[1]), "left") for k, v in bands.items()}
 
 
-def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int] = None) -> dict:
-    """Runs (or resumes) SIDE as ``config`` says, writing every stage under ``workdir``::
 
-        workdir/side_config.json            the config
-        workdir/classifier/                 normal classifier (orbax), classifier.json (accuracy)
-        workdir/synthetic.npz               unguided samples of the target
-        workdir/pseudo_labels.npz           teacher logits (and k-means centroids)
-        workdir/td_classifier/              time-dependent classifier (orbax), tdkd.json (KL curve)
-        workdir/lambdas/lambda_*.npz/.json  extracted images and scores, one per lambda
-        workdir/results.csv, results.md     AMS / UMS per lambda and band (Table 1 / 4)
-        workdir/ams_ums_vs_lambda.png       Fig. 4
-        workdir/extracted.png               best-lambda extractions over their nearest training images
+# -- the stages ------------------------------------------------------------------------------------
+def _fit_cfg(c) -> dict:
+    return dict(num_steps=int(c.num_steps), batch_size=int(c.batch_size),
+                learning_rate=float(c.learning_rate), weight_decay=float(c.weight_decay))
 
-    Args:
-      trained: a :class:`memjax.training.Trained` (default: ``load_trained(config.target_workdir)``).
-      stop_after_lambdas: compute at most this many new lambdas, then return (tests, preemption).
-    Returns:
-      a summary dict (also written to ``workdir/summary.json``).
-    """
+
+def _classifier_stage(config, workdir, ds, train_images, target_key, log):
+    """The normal classifier on the original labels (or None when no stage needs it)."""
     from flax import nnx
 
-    from memjax import objectives, training
+    from memjax import fit, objectives
     from memjax.models import ResNet
 
-    validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    _atomic_json(json.loads(config.to_json()), os.path.join(workdir, "side_config.json"))
-    if trained is None:
-        if not config.target_workdir:
-            raise ValueError("target_workdir: expected the training workdir of the target model")
-        trained = training.load_trained(config.target_workdir, step=int(config.target_step) or None)
-    sde, ds = trained.sde, trained.dataset
-    train_images = np.asarray(ds.train, np.float32)
-    shape = tuple(train_images.shape[1:])
-    channels = shape[-1]
-    key = jax.random.key(config.seed)
-    score_fn = training.trained_score_fn(trained)
-    progress = bool(config.progress)
+    if not (config.labels == "original" or config.kmeans_features == "classifier"):
+        return None, None
+    if ds.train_labels is None:
+        raise ValueError("labels: 'original' needs a labelled training set; use 'kmeans'")
+    num_classes = int(ds.num_classes or int(ds.train_labels.max()) + 1)
+    cc = config.classifier
+    clf = ResNet(num_classes=num_classes, in_channels=train_images.shape[-1],
+                 stage_sizes=tuple(cc.stage_sizes), width=cc.width, rngs=nnx.Rngs(config.seed))
+    key = (target_key, cc.to_dict(), int(config.seed), wd.fingerprint(ds.train_labels), CODE_VERSION)
 
-    # 1. normal classifier (original labels), or nothing for k-means on pixels
-    need_clf = config.labels == "original" or config.kmeans_features == "classifier"
-    clf = None
-    if need_clf:
-        if ds.train_labels is None:
-            raise ValueError("labels: 'original' needs a labelled training set; use 'kmeans'")
-        num_classes = int(ds.num_classes or int(ds.train_labels.max()) + 1)
-        cc = config.classifier
-        clf = ResNet(num_classes=num_classes, in_channels=channels, stage_sizes=tuple(cc.stage_sizes),
-                     width=cc.width, rngs=nnx.Rngs(config.seed))
-        cdir = os.path.join(workdir, "classifier")
-        if not _restore_model(clf, cdir):
-            fit_classifier(clf, objectives.classifier_loss,
+    def train_it():
+        fit.fit_classifier(clf, objectives.classifier_loss,
                            {"image": train_images, "label": np.asarray(ds.train_labels, np.int32)},
-                           key=jax.random.fold_in(key, 1), num_steps=cc.num_steps,
-                           batch_size=cc.batch_size, learning_rate=cc.learning_rate,
-                           weight_decay=cc.weight_decay, progress=progress, desc="classifier")
-            _save_model(clf, cdir)
-            acc = {}
-            for split, x, y in (("train", ds.train, ds.train_labels),
-                                ("heldout", ds.heldout, ds.heldout_labels)):
-                if y is not None and len(x):
-                    acc[split] = float(np.mean(np.argmax(batched_logits(clf, np.asarray(x)), -1) == y))
-            _atomic_json({"accuracy": acc, "num_classes": num_classes},
-                         os.path.join(workdir, "classifier.json"))
+                           key=jax.random.fold_in(jax.random.key(config.seed), 1),
+                           progress=bool(config.progress), desc="classifier", **_fit_cfg(cc))
+        acc = {}
+        for split, x, y in (("train", ds.train, ds.train_labels),
+                            ("heldout", ds.heldout, ds.heldout_labels)):
+            if y is not None and len(x):
+                acc[split] = float(np.mean(np.argmax(batched_logits(clf, np.asarray(x)), -1) == y))
+        wd.save_json(f"{workdir}/classifier.json", {"accuracy": acc, "num_classes": num_classes})
 
-    # 2. synthetic set
-    syn_path = os.path.join(workdir, "synthetic.npz")
-    if os.path.exists(syn_path):
-        synthetic = np.load(syn_path)["images"]
+    fit.fit_or_restore(clf, f"{workdir}/classifier", key, train_it, log=log, name="classifier")
+    return clf, wd.fingerprint(key)
+
+
+def _pseudo_label_stage(config, workdir, synthetic, syn_key, clf, clf_key, log):
+    """Teacher logits on the synthetic set: the classifier's, or one-hot k-means clusters."""
+    if config.labels == "original":
+        key = ("original", syn_key, clf_key)
+
+        def compute():
+            logits = batched_logits(clf, synthetic)
+            return {"logits": logits, "labels": np.argmax(logits, -1).astype(np.int32)}
     else:
-        sc = config.synthetic
-        synthetic = sampling.sample(score_fn, sde, jax.random.fold_in(key, 2), sc.num_samples, shape,
-                                    sampler=sc.sampler, num_steps=sc.num_steps, batch_size=256,
-                                    progress=progress)
-        _atomic_npz(syn_path, images=synthetic)
+        key = ("kmeans", syn_key, int(config.num_clusters), config.kmeans_features,
+               clf_key if config.kmeans_features == "classifier" else None, int(config.seed))
 
-    # 3. pseudo-labels
-    pl_path = os.path.join(workdir, "pseudo_labels.npz")
-    if os.path.exists(pl_path):
-        pl = dict(np.load(pl_path))
-    elif config.labels == "original":
-        pl = {"logits": batched_logits(clf, synthetic)}
-        pl["labels"] = np.argmax(pl["logits"], -1).astype(np.int32)
-        _atomic_npz(pl_path, **pl)
-    else:
-        feats = (synthetic.reshape(len(synthetic), -1) if config.kmeans_features == "pixels" else
-                 _features(clf, synthetic))
-        km = kmeans(jax.random.fold_in(key, 3), jnp.asarray(feats), int(config.num_clusters))
-        labels = np.asarray(km.labels)
-        pl = {"logits": onehot_logits(labels, int(config.num_clusters)), "labels": labels,
-              "centroids": np.asarray(km.centroids), "inertia": np.asarray(km.inertia)}
-        _atomic_npz(pl_path, **pl)
-    teacher_logits = pl["logits"]
-    num_classes = teacher_logits.shape[1]
+        def compute():
+            feats = (synthetic.reshape(len(synthetic), -1) if config.kmeans_features == "pixels"
+                     else _features(clf, synthetic))
+            km = kmeans(jax.random.fold_in(jax.random.key(config.seed), 3), jnp.asarray(feats),
+                        int(config.num_clusters))
+            labels = np.asarray(km.labels)
+            return {"logits": onehot_logits(labels, int(config.num_clusters)), "labels": labels,
+                    "centroids": np.asarray(km.centroids), "inertia": np.asarray(km.inertia)}
+    pl, _ = wd.cached(f"{workdir}/pseudo_labels", (key, CODE_VERSION), compute, log=log)
+    return pl, wd.fingerprint(key)
 
-    # 4. TDKD
+
+def _tdkd_stage(config, workdir, synthetic, teacher_logits, pl_key, sde, log):
+    """The time-dependent student distilled from the teacher (eq. 13)."""
+    from flax import nnx
+
+    from memjax import fit, objectives
+    from memjax.models import ResNet
+
     tc = config.tdkd
-    td = ResNet(num_classes=num_classes, in_channels=channels, stage_sizes=tuple(tc.stage_sizes),
-                width=tc.width, time_dependent=True, rngs=nnx.Rngs(config.seed + 1))
-    tddir = os.path.join(workdir, "td_classifier")
-    if not _restore_model(td, tddir):
-        nh = int(config.synthetic.heldout)
-        tr_x, tr_l = synthetic[nh:], teacher_logits[nh:]
+    td = ResNet(num_classes=teacher_logits.shape[1], in_channels=synthetic.shape[-1],
+                stage_sizes=tuple(tc.stage_sizes), width=tc.width, time_dependent=True,
+                rngs=nnx.Rngs(config.seed + 1))
+    key = (pl_key, tc.to_dict(), int(config.synthetic.heldout), int(config.seed), CODE_VERSION)
+    nh = int(config.synthetic.heldout)
+
+    def train_it():
         ho_x, ho_l = synthetic[:nh], teacher_logits[:nh]
-        kl_key = jax.random.fold_in(key, 4)
+        kl_key = jax.random.fold_in(jax.random.key(config.seed), 4)
         eval_fn = (lambda m: {"heldout_kl": heldout_kl(m, ho_x, ho_l, sde, key=kl_key)}) if nh else None
         kl0 = eval_fn(td)["heldout_kl"] if nh else None
 
@@ -551,53 +312,115 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
             return objectives.tdkd_loss(model, batch["teacher"], {"image": batch["image"]}, k,
                                         sde=sde, temperature=float(tc.temperature))
 
-        hist = fit_classifier(td, loss, {"image": tr_x, "teacher": tr_l},
-                              key=jax.random.fold_in(key, 5), num_steps=tc.num_steps,
-                              batch_size=tc.batch_size, learning_rate=tc.learning_rate,
-                              weight_decay=tc.weight_decay, log_every=tc.log_every,
-                              eval_fn=eval_fn, progress=progress, desc="tdkd")
-        _save_model(td, tddir)
-        _atomic_json({"steps": [0] + hist.steps, "train": hist.train,
-                      "heldout_kl": ([kl0] + [e["heldout_kl"] for e in hist.evals]) if nh else []},
-                     os.path.join(workdir, "tdkd.json"))
+        hist = fit.fit_classifier(td, loss, {"image": synthetic[nh:], "teacher": teacher_logits[nh:]},
+                                  key=jax.random.fold_in(jax.random.key(config.seed), 5),
+                                  log_every=tc.log_every, eval_fn=eval_fn,
+                                  progress=bool(config.progress), desc="tdkd", **_fit_cfg(tc))
+        wd.save_json(f"{workdir}/tdkd.json", {
+            "steps": [0] + hist.steps, "train": hist.train,
+            "heldout_kl": ([kl0] + [e["heldout_kl"] for e in hist.evals]) if nh else []})
 
-    # 5. guided extraction, one file per lambda
-    e = config.extraction
+    fit.fit_or_restore(td, f"{workdir}/td_classifier", key, train_it, log=log, name="tdkd")
+    return td, wd.fingerprint(key)
+
+
+def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, train_images,
+                      shape, stop_after_lambdas, log):
+    """Guided samples and their scores, one stored stage per lambda."""
+    e, mc = config.extraction, config.metrics
     guided = sampling.classifier_guidance(score_fn, classifier_logits_fn(td), scale=0.0,
                                           num_classes=num_classes)
     smp = sampling.make_sampler(guided, sde, shape, sampler=e.sampler, num_steps=e.num_steps,
                                 eta=e.eta, batch_size=e.batch_size)
     classes = np.repeat(np.arange(num_classes, dtype=np.int32), e.samples_per_class)
-    ldir = os.path.join(workdir, "lambdas")
-    os.makedirs(ldir, exist_ok=True)
-    bands = band_objects(config.metrics.bands)
-    rows, new = [], 0
+    bands = band_objects(mc.bands)
+    rows, extracted, new = [], {}, 0
+    ekey = {k: v for k, v in e.to_dict().items() if k != "lambdas"}
+    mkey = {k: v for k, v in mc.to_dict().items() if k != "grid_size"}
     for lam in e.lambdas:
         tag = lambda_tag(lam)
-        jpath = os.path.join(ldir, tag + ".json")
-        if os.path.exists(jpath):
-            with open(jpath) as f:
-                rows.append(json.load(f))
-            continue
-        if stop_after_lambdas is not None and new >= stop_after_lambdas:
+        key = (td_key, ekey, mkey, float(lam), int(config.seed), CODE_VERSION)
+        stage = f"{workdir}/lambdas/{tag}"
+        if wd.lookup(stage, key) is None and stop_after_lambdas is not None \
+                and new >= stop_after_lambdas:
             break
-        imgs = smp(jax.random.fold_in(key, 6), len(classes),
-                   sampling.Guide(classes, np.full(len(classes), float(lam), np.float32)),
-                   progress=progress)
-        sc = score_extraction(imgs, train_images, measure=config.metrics.measure, bands=bands,
-                              n=config.metrics.n, alpha=config.metrics.alpha)
-        _atomic_npz(os.path.join(ldir, tag + ".npz"), images=imgs, classes=classes, best=sc.best,
-                    index=sc.index, l2=sc.l2)
-        row = {"lambda": float(lam), "num_generated": int(len(imgs)), "ams": sc.ams, "ums": sc.ums,
-               "mean_best": float(np.mean(sc.best)), "mean_nn_l2": float(np.mean(sc.l2))}
-        _atomic_json(row, jpath)  # written last: its presence marks the lambda as done
-        rows.append(row)
-        new += 1
+
+        def compute(lam=lam):
+            imgs = smp(jax.random.fold_in(jax.random.key(config.seed), 6), len(classes),
+                       sampling.Guide(classes, np.full(len(classes), float(lam), np.float32)),
+                       progress=console.bars(config.progress))
+            sc = score_extraction(imgs, train_images, measure=mc.measure, bands=bands, n=mc.n,
+                                  alpha=mc.alpha)
+            row = {"lambda": float(lam), "num_generated": int(len(imgs)), "ams": sc.ams,
+                   "ums": sc.ums, "mean_best": float(np.mean(sc.best)),
+                   "mean_nn_l2": float(np.mean(sc.l2))}
+            return {"images": imgs, "classes": classes, "best": sc.best, "index": sc.index,
+                    "l2": sc.l2, "row": np.asarray(wd.json_dumps(row))}
+
+        arrays, reused = wd.cached(stage, key, compute, log=log)
+        new += not reused
+        extracted[tag] = arrays
+        rows.append(wd.json_loads(str(arrays["row"])))
+    return rows, extracted
+
+
+def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int] = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Runs (or resumes) SIDE as ``config`` says, writing every stage under ``workdir``::
+
+        workdir/side_config.json, run_info.json   the config, versions and devices
+        workdir/classifier/                 normal classifier (orbax), classifier.json (accuracy)
+        workdir/synthetic.npz               unguided samples of the target
+        workdir/pseudo_labels.npz           teacher logits (and k-means centroids)
+        workdir/td_classifier/              time-dependent classifier (orbax), tdkd.json (KL curve)
+        workdir/lambdas/lambda_*.npz        extracted images, scores and the table row per lambda
+        workdir/results.csv, results.md     AMS / UMS per lambda and band (Table 1 / 4)
+        workdir/ams_ums_vs_lambda.png       Fig. 4
+        workdir/extracted.png               best-lambda extractions over their nearest training images
+
+    Each stage is reused only when the config fields and stages it depends on are unchanged.
+
+    Args:
+      trained: a :class:`memjax.training.Trained` (default: ``load_trained(config.target_workdir)``).
+      stop_after_lambdas: compute at most this many new lambdas, then return (tests, preemption).
+    Returns:
+      a summary dict (also written to ``workdir/summary.json``).
+    """
+    from memjax import training
+    from memjax.jobs import run_info, sources
+
+    validate_config(config)
+    workdir = str(workdir)
+    wd.save_json(f"{workdir}/side_config.json", config)
+    wd.save_json(f"{workdir}/run_info.json", run_info(config))
+    if trained is None:
+        if not config.target_workdir:
+            raise ValueError("target_workdir: expected the training workdir of the target model")
+        trained = training.load_trained(config.target_workdir, step=int(config.target_step) or None)
+    sde, ds = trained.sde, trained.dataset
+    train_images = np.asarray(ds.train, np.float32)
+    shape = tuple(train_images.shape[1:])
+    score_fn = training.trained_score_fn(trained)
+    target_key = wd.fingerprint(sources.model_id(trained.model), train_images)
+    clf, clf_key = _classifier_stage(config, workdir, ds, train_images, target_key, log)
+    sc = config.synthetic
+    syn_key = (target_key, sc.to_dict(), int(config.seed), CODE_VERSION)
+    synthetic = wd.cached(f"{workdir}/synthetic", syn_key, lambda: {"images": sampling.sample(
+        score_fn, sde, jax.random.fold_in(jax.random.key(config.seed), 2), sc.num_samples, shape,
+        sampler=sc.sampler, num_steps=sc.num_steps, batch_size=256,
+        progress=console.bars(config.progress))}, log=log)[0]["images"]
+    pl, pl_key = _pseudo_label_stage(config, workdir, synthetic, wd.fingerprint(syn_key), clf,
+                                     clf_key, log)
+    td, td_key = _tdkd_stage(config, workdir, synthetic, pl["logits"], pl_key, sde, log)
+    num_classes = pl["logits"].shape[1]
+    rows, extracted = _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key,
+                                        train_images, shape, stop_after_lambdas, log)
     summary = {"num_classes": int(num_classes), "lambdas_done": [r["lambda"] for r in rows],
-               "complete": len(rows) == len(e.lambdas)}
+               "complete": len(rows) == len(config.extraction.lambdas),
+               "similarity": f"{config.metrics.measure} in pixel space"}
     if rows:
-        summary.update(write_report(rows, workdir, config, train_images))
-    _atomic_json(summary, os.path.join(workdir, "summary.json"))
+        summary.update(write_report(rows, workdir, config, train_images, extracted))
+    wd.save_json(f"{workdir}/summary.json", summary)
     return summary
 
 
@@ -608,107 +431,6 @@ def _features(clf, images, batch_size=512):
     f = nnx.jit(lambda m, x: m.features(x))
     return np.concatenate([np.asarray(f(clf, jnp.asarray(images[s:s + batch_size])))
                            for s in range(0, len(images), batch_size)])
-
-
-# -- the report ---------------------------------------------------------------------------------------
-def best_lambda(rows: list, band: str, *, key: str = "ams") -> dict:
-    """The row with the highest ``key`` in ``band`` among lambda > 0 (ties: smallest lambda)."""
-    cand = [r for r in rows if r["lambda"] > 0]
-    if not cand:
-        return {}
-    return max(cand, key=lambda r: (r[key][band], -r["lambda"]))
-
-
-def results_table(rows: list, bands: list) -> tuple[str, str]:
-    """(CSV, markdown) of AMS / UMS (percent) per lambda and band, like paper 001 Table 4."""
-    rows = sorted(rows, key=lambda r: r["lambda"])
-    head = ["lambda", "N_G"] + [f"AMS_{b}(%)" for b in bands] + [f"UMS_{b}(%)" for b in bands] + \
-        ["mean_best", "mean_nn_l2"]
-    lines = [",".join(head)]
-    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        vals = [f"{r['lambda']:g}", str(r["num_generated"])] + \
-            [f"{100 * r['ams'][b]:.2f}" for b in bands] + [f"{100 * r['ums'][b]:.2f}" for b in bands] + \
-            [f"{r['mean_best']:.4f}", f"{r['mean_nn_l2']:.4f}"]
-        lines.append(",".join(vals))
-        md.append("| " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n", "\n".join(md) + "\n"
-
-
-def write_report(rows: list, workdir: str, config, train_images: np.ndarray) -> dict:
-    """Writes results.csv / results.md, the lambda plot and the extraction grid; returns the
-    Table-1 style comparison (Random = lambda 0 vs the best lambda per band)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    bands = band_order(config.metrics.bands)
-    csv, md = results_table(rows, bands)
-    rows = sorted(rows, key=lambda r: r["lambda"])
-    base = next((r for r in rows if r["lambda"] == 0), None)
-    cmp_lines = ["| band | Random AMS(%) | Random UMS(%) | SIDE AMS(%) | SIDE UMS(%) | best lambda |",
-                 "|---|---|---|---|---|---|"]
-    table1 = {}
-    for b in bands:
-        best = best_lambda(rows, b)
-        if not best:
-            continue
-        table1[b] = {"random_ams": base["ams"][b] if base else None,
-                     "random_ums": base["ums"][b] if base else None,
-                     "side_ams": best["ams"][b], "side_ums": best["ums"][b],
-                     "best_lambda": best["lambda"]}
-        rb = (f"{100 * base['ams'][b]:.2f} | {100 * base['ums'][b]:.2f}" if base else "- | -")
-        cmp_lines.append(f"| {b} | {rb} | {100 * best['ams'][b]:.2f} | {100 * best['ums'][b]:.2f} | "
-                         f"{best['lambda']:g} |")
-    with open(os.path.join(workdir, "results.csv"), "w") as f:
-        f.write(csv)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write("## AMS / UMS per lambda\n\n" + md + "\n## Random vs SIDE (best lambda per band)\n\n"
-                + "\n".join(cmp_lines) + "\n")
-
-    lams = [r["lambda"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, k in zip(axes, ("ams", "ums")):
-        for b in bands:
-            ax.plot(lams, [100 * r[k][b] for r in rows], marker="o", label=b)
-        ax.set_xlabel("lambda")
-        ax.set_ylabel(f"{k.upper()} (%)")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "ams_ums_vs_lambda.png"), dpi=100)
-    plt.close(fig)
-
-    # extraction grid: the closest generated images of the best lambda over their neighbours
-    first_band = "high" if "high" in bands else (bands[0] if bands else None)
-    best = best_lambda(rows, first_band) if first_band else {}
-    lam = best.get("lambda", rows[-1]["lambda"])
-    npz = os.path.join(workdir, "lambdas", lambda_tag(lam) + ".npz")
-    if os.path.exists(npz):
-        d = np.load(npz)
-        order = np.argsort(d["l2"])[: int(config.metrics.grid_size)]
-        _pair_grid(d["images"][order], train_images[d["index"][order]],
-                   os.path.join(workdir, "extracted.png"), f"lambda = {lam:g}")
-    return {"table1": table1}
-
-
-def _pair_grid(gen, nn, path, title):
-    import matplotlib.pyplot as plt
-
-    k = len(gen)
-    fig, axes = plt.subplots(2, max(k, 1), figsize=(max(k, 1) * 0.8, 1.9), squeeze=False)
-    for i in range(k):
-        for r, img in ((0, gen[i]), (1, nn[i])):
-            ax = axes[r, i]
-            im = np.clip((img + 1) / 2, 0, 1)
-            ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("gen", fontsize=7)
-    axes[1, 0].set_ylabel("train", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # -- the target model -------------------------------------------------------------------------------
@@ -737,3 +459,4 @@ def _training_done(tdir, train_config) -> bool:
         return False
     steps = [int(n) for n in os.listdir(path) if n.isdigit()]
     return bool(steps) and max(steps) >= int(train_config.training.num_steps)
+

@@ -43,221 +43,21 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from memjax import data as data_lib
 from memjax import parallel
+from memjax import workdir as wd
 from memjax.checkpoint import Checkpointer, CheckpointError  # noqa: F401 (re-exported)
 from memjax.sde import VPSDE
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine")
-CONFIG_FILENAME = "config.json"
-METRICS_FILENAME = "metrics.jsonl"
-CHECKPOINT_DIRNAME = "checkpoints"
-# fields that may change when a run is resumed (they do not change what is computed)
-RESUMABLE_FIELDS = ("training.num_steps", "training.log_every", "training.checkpoint_every",
-                    "training.keep_checkpoints", "training.sample_every",
-                    "training.num_samples", "training.sample_steps", "training.progress",
-                    "training.tensorboard")
-
-
-# -- configuration -------------------------------------------------------------------------------
-def default_config() -> ml_collections.ConfigDict:
-    """The full training config with its defaults; every config in ``configs/`` starts here.
-
-    Fields:
-      seed: int. Seeds the model initialisation, the batch order and every step's key.
-      data: the data config (:func:`memjax.data.data_config`; embedded digits by default).
-      model: the U-Net config (:func:`memjax.models.config.unet_config`).
-      objective: the loss (:func:`memjax.models.config.objective_config`).
-      sde: the VP-SDE: ``beta_min``, ``beta_max``, ``t_min``, ``t_max`` (score_sde: 0.1, 20,
-        1e-3, 1).
-      optim.optimizer: ``"adam"`` or ``"adamw"`` (decoupled weight decay).
-      optim.learning_rate: peak learning rate (score_sde DDPM++: 2e-4).
-      optim.beta1, optim.beta2, optim.eps: Adam moments and epsilon (0.9, 0.999, 1e-8).
-      optim.weight_decay: AdamW decay (ignored by adam).
-      optim.warmup_steps: linear warm-up from 0 to the peak (score_sde: 5000; 0: none).
-      optim.schedule: ``"constant"`` after warm-up or ``"cosine"`` decay to 0 at ``num_steps``.
-      optim.grad_clip: clip the global gradient norm to this (score_sde: 1; 0: no clipping).
-      training.batch_size: global batch (split over devices; must divide evenly).
-      training.num_steps: total optimiser steps.
-      training.ema_decay: EMA decay of the weights (score_sde: 0.9999).
-      training.ema_warmup: use ``min(ema_decay, (1 + s) / (10 + s))`` early on, so short runs
-        have a useful EMA.
-      training.log_every: steps between metric records (the loss is averaged over them).
-      training.checkpoint_every: steps between checkpoints (the last step is always saved).
-      training.keep_checkpoints: how many checkpoints to keep.
-      training.sample_every: steps between sample grids (0: only at the end; -1: never).
-      training.num_samples: images per sample grid.
-      training.sample_steps: Euler steps of the probability-flow sampler for the grids.
-      training.progress: show a tqdm progress bar.
-      training.tensorboard: write TensorBoard events.
-    """
-    from memjax.models import config as model_config
-
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.data = data_lib.data_config()
-    c.model = model_config.unet_config()
-    c.objective = model_config.objective_config()
-    c.sde = ml_collections.ConfigDict(dict(beta_min=0.1, beta_max=20.0, t_min=1e-3, t_max=1.0))
-    c.optim = ml_collections.ConfigDict(dict(
-        optimizer="adam", learning_rate=2e-4, beta1=0.9, beta2=0.999, eps=1e-8,
-        weight_decay=0.0, warmup_steps=0, schedule="constant", grad_clip=1.0))
-    c.training = ml_collections.ConfigDict(dict(
-        batch_size=128, num_steps=1000, ema_decay=0.9999, ema_warmup=True, log_every=50,
-        checkpoint_every=500, keep_checkpoints=3, sample_every=0, num_samples=64,
-        sample_steps=200, progress=True, tensorboard=True))
-    return c
-
-
-def _fail(field: str, expected: str, got: Any):
-    raise ValueError(f"{field}: expected {expected}, got {got!r}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
-        and math.isfinite(v)
-
-
-def _check_keys(cfg, schema, prefix: str) -> None:
-    for k in cfg.keys():
-        if k not in schema:
-            raise ValueError(f"{prefix}{k}: unknown field; expected one of {sorted(schema.keys())}")
-    for k in schema.keys():
-        if k not in cfg:
-            raise ValueError(f"{prefix}{k}: missing field")
-
-
-def make_sde(config) -> VPSDE:
-    """The :class:`memjax.VPSDE` of ``config.sde``; errors name ``sde.<field>``."""
-    try:
-        return VPSDE(**{k: config.sde[k] for k in ("beta_min", "beta_max", "t_min", "t_max")})
-    except ValueError as e:
-        raise ValueError(str(e).replace("VPSDE.", "sde.")) from e
-
-
-def data_image_shape(data_config) -> Optional[tuple[int, int, Optional[int]]]:
-    """``(H, W, C)`` a data config produces when it is known without reading data (else None)."""
-    if data_config.image_size:
-        c = data_config.channels or (1 if data_config.source == "digits" else None)
-        return (data_config.image_size, data_config.image_size, c)
-    if data_config.source == "digits":
-        s = data_config.center_crop or 8
-        return (s, s, 1)
-    return None
-
-
-def validate_config(config) -> None:
-    """Raises ``ValueError`` naming the field (``training.batch_size``, ``model.image_size``,
-    ``objective.t_n``, ...) of the first problem in a training config. Runs before any data is
-    read or anything is compiled."""
-    from memjax.models import config as model_config
-
-    if not isinstance(config, ml_collections.ConfigDict):
-        raise ValueError(f"config: expected an ml_collections.ConfigDict, got {type(config).__name__}")
-    schema = default_config()
-    _check_keys(config, schema, "")
-    for sub in ("sde", "optim", "training"):
-        _check_keys(config[sub], schema[sub], f"{sub}.")
-    if not _is_int(config.seed) or config.seed < 0:
-        _fail("seed", "a non-negative int", config.seed)
-    data_lib.validate_data_config(config.data)
-    model_config.validate_model_config(config.model)
-    sde = make_sde(config)
-    model_config.validate_objective_config(config.objective, sde)
-    m, o = config.model, config.objective
-    if o.parameterization != m.parameterization:
-        _fail("objective.parameterization", f"the model's parameterization {m.parameterization!r}",
-              o.parameterization)
-    if o.name == "conditional":
-        if m.num_classes is None:
-            _fail("model.num_classes", "the number of classes for the conditional objective",
-                  m.num_classes)
-        if o.num_classes != m.num_classes:
-            _fail("objective.num_classes", f"model.num_classes = {m.num_classes}", o.num_classes)
-        if not config.data.label_key:
-            _fail("data.label_key", "a label feature for the conditional objective",
-                  config.data.label_key)
-    shape = data_image_shape(config.data)
-    if shape is not None:
-        hw = model_config.image_hw(m.image_size)
-        if hw != shape[:2]:
-            _fail("model.image_size", f"the data's image size {shape[:2]} (data.image_size / "
-                  f"source)", m.image_size)
-        if shape[2] is not None and shape[2] != m.channels:
-            _fail("model.channels", f"the data's {shape[2]} channels", m.channels)
-    op, tr = config.optim, config.training
-    if op.optimizer not in OPTIMIZERS:
-        _fail("optim.optimizer", f"one of {OPTIMIZERS}", op.optimizer)
-    if op.schedule not in SCHEDULES:
-        _fail("optim.schedule", f"one of {SCHEDULES}", op.schedule)
-    for f in ("learning_rate", "eps"):
-        if not _is_num(op[f]) or op[f] <= 0:
-            _fail(f"optim.{f}", "a positive number", op[f])
-    for f in ("beta1", "beta2"):
-        if not _is_num(op[f]) or not 0 <= op[f] < 1:
-            _fail(f"optim.{f}", "a number in [0, 1)", op[f])
-    for f in ("weight_decay", "grad_clip"):
-        if not _is_num(op[f]) or op[f] < 0:
-            _fail(f"optim.{f}", "a non-negative number", op[f])
-    if not _is_int(op.warmup_steps) or op.warmup_steps < 0:
-        _fail("optim.warmup_steps", "a non-negative int", op.warmup_steps)
-    for f in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-              "num_samples", "sample_steps"):
-        if not _is_int(tr[f]) or tr[f] < 1:
-            _fail(f"training.{f}", "a positive int", tr[f])
-    if not _is_int(tr.sample_every) or tr.sample_every < -1:
-        _fail("training.sample_every", "-1 (never), 0 (at the end) or a positive int",
-              tr.sample_every)
-    if not _is_num(tr.ema_decay) or not 0 <= tr.ema_decay < 1:
-        _fail("training.ema_decay", "a number in [0, 1)", tr.ema_decay)
-
-
-def _flatten(cfg, prefix=""):
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, (ml_collections.ConfigDict, dict)):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def config_to_json(config) -> str:
-    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
-
-
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-    """Inverse of :func:`config_to_json` (lists in model fields come back as tuples)."""
-    d = json.loads(text)
-    for k, v in d.get("model", {}).items():
-        if isinstance(v, list):
-            d["model"][k] = tuple(v)
-    return ml_collections.ConfigDict(d)
-
-
-def check_same_run(config, saved) -> None:
-    """Raises :class:`CheckpointError` naming the first field where ``config`` differs from the
-    config saved in the workdir (fields in ``RESUMABLE_FIELDS`` may change)."""
-    a, b = _flatten(config.to_dict()), _flatten(saved.to_dict())
-    for k in sorted(set(a) | set(b)):
-        if k in RESUMABLE_FIELDS:
-            continue
-        if a.get(k, "<missing>") != b.get(k, "<missing>"):
-            raise CheckpointError(
-                f"{k}: this workdir was written by a run with {k} = {b.get(k, '<missing>')!r}, "
-                f"but the config says {a.get(k, '<missing>')!r}; use another --workdir (or the "
-                f"original config) rather than mixing runs")
+from memjax.train_config import (CHECKPOINT_DIRNAME, CONFIG_FILENAME, METRICS_FILENAME,  # noqa: F401
+                                 OPTIMIZERS, RESUMABLE_FIELDS, SCHEDULES, _fail, _is_int,
+                                 check_same_run, config_from_json, config_to_json, data_image_shape,
+                                 default_config, flatten_config, make_sde, validate_config)
 
 
 # -- optimiser and state ---------------------------------------------------------------------------
@@ -317,19 +117,10 @@ def ema_decay_at(step, decay: float, warmup: bool):
     return jnp.minimum(decay, (1.0 + s) / (10.0 + s))
 
 
-def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
-                    seed: int, ema_decay: float, ema_warmup: bool = True,
-                    lr_schedule: Optional[optax.Schedule] = None, mesh=None) -> Callable:
-    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``.
-
-    ``loss_fn(model, batch, key) -> (loss, metrics)`` is the objective (e.g.
-    :func:`memjax.objectives.make_loss`); the model is rebuilt from ``graphdef`` and the
-    state inside the trace. The state is replicated, the batch sharded on ``"data"``
-    (its leading size must divide by the device count). Every step's key is
-    ``fold_in(key(seed), state["step"])``.
-    """
-    mesh = parallel.data_mesh() if mesh is None else mesh
-    repl, shard = parallel.replicated(mesh), parallel.data_sharding(mesh)
+def _train_step_fn(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                   seed: int, ema_decay: float, ema_warmup: bool = True,
+                   lr_schedule: Optional[optax.Schedule] = None) -> Callable:
+    """The (unjitted) ``step(state, batch) -> (state, metrics)`` of :func:`make_train_step`."""
     base_key = jax.random.key(seed)
     if lr_schedule is None and hasattr(optimizer, "schedule"):
         lr_schedule = optimizer.schedule
@@ -357,37 +148,69 @@ def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransf
                "other": other}
         return new, out
 
-    return jax.jit(step, in_shardings=(repl, shard), out_shardings=(repl, repl),
+    return step
+
+
+def make_train_step(graphdef, loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                    seed: int, ema_decay: float, ema_warmup: bool = True,
+                    lr_schedule: Optional[optax.Schedule] = None, mesh=None,
+                    steps_per_dispatch: int = 1) -> Callable:
+    """A jitted ``step(state, batch) -> (state, metrics)``, data-parallel over ``mesh``.
+
+    ``loss_fn(model, batch, key) -> (loss, metrics)`` is the objective (e.g.
+    :func:`memjax.objectives.make_loss`); the model is rebuilt from ``graphdef`` and the
+    state inside the trace. The state is replicated, the batch sharded on ``"data"``
+    (its leading size must divide by the device count). Every step's key is
+    ``fold_in(key(seed), state["step"])``.
+
+    ``steps_per_dispatch = k > 1``: one call runs ``k`` optimiser steps with ``lax.scan`` on
+    batches stacked on a leading axis ``[k, B, ...]`` (sharded on ``"data"`` along ``B``) and
+    returns metrics stacked ``[k]``: the same steps, one dispatch and no host work between them.
+    """
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    repl = parallel.replicated(mesh)
+    step = _train_step_fn(graphdef, loss_fn, optimizer, seed=seed, ema_decay=ema_decay,
+                          ema_warmup=ema_warmup, lr_schedule=lr_schedule)
+    if steps_per_dispatch == 1:
+        return jax.jit(step, in_shardings=(repl, parallel.data_sharding(mesh)),
+                       out_shardings=(repl, repl), donate_argnums=(0,))
+    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+    multi = lambda state, batches: jax.lax.scan(step, state, batches)  # noqa: E731
+    return jax.jit(multi, in_shardings=(repl, stacked), out_shardings=(repl, repl),
                    donate_argnums=(0,))
 
 
 _STEP_CACHE: dict = {}
 
 
-def cached_train_step(graphdef, loss_fn: Callable, config, mesh) -> Callable:
+def cached_train_step(graphdef, loss_fn: Callable, config, mesh, steps_per_dispatch: int = 1
+                      ) -> Callable:
     """:func:`make_train_step` for a training config, memoised on (graph, loss_fn, config,
-    mesh): resuming in the same process (tests, notebooks) reuses the compiled step."""
+    mesh, steps per dispatch): resuming in the same process reuses the compiled step."""
     tr = config.training
     horizon = tr.num_steps if config.optim.schedule == "cosine" else None  # only cosine uses it
     key = (graphdef, loss_fn, config.optim.to_json(), horizon, config.seed, tr.ema_decay,
-           tr.ema_warmup, mesh)
+           tr.ema_warmup, mesh, steps_per_dispatch)
     if key not in _STEP_CACHE:
         if len(_STEP_CACHE) > 8:
             _STEP_CACHE.clear()
         _STEP_CACHE[key] = make_train_step(
             graphdef, loss_fn, make_optimizer(config.optim, tr.num_steps), seed=config.seed,
             ema_decay=tr.ema_decay, ema_warmup=tr.ema_warmup,
-            lr_schedule=learning_rate_schedule(config.optim, tr.num_steps), mesh=mesh)
+            lr_schedule=learning_rate_schedule(config.optim, tr.num_steps), mesh=mesh,
+            steps_per_dispatch=steps_per_dispatch)
     return _STEP_CACHE[key]
 
 
 # -- sampling for the grids ------------------------------------------------------------------------
 def network_score(out, x, t, sde: VPSDE, parameterization: str):
     """Score from a batched network output (``t``: ``[b]``): eps -> ``-eps/sigma``, x0 -> Tweedie."""
+    from memjax import scores
+
     tb = t.reshape((-1,) + (1,) * (x.ndim - 1))
     if parameterization == "eps":
-        return -out / sde.sigma(tb)
-    return (sde.alpha(tb) * out - x) / sde.variance(tb)
+        return scores.eps_to_score(out, tb, sde)
+    return scores.x0_to_score(out, x, tb, sde)
 
 
 def pf_euler_sample(apply_fn: Callable, sde: VPSDE, z, *, num_steps: int,
@@ -418,58 +241,39 @@ def eval_graphdef(graphdef, params, other):
     return split_model(model)[0]
 
 
-def _save_grid(images: np.ndarray, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    n, h, w, c = images.shape
-    cols = int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), np.float32)
-    for i, im in enumerate(images):
-        r, q = divmod(i, cols)
-        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = im
-    grid = np.clip((grid + 1) / 2, 0, 1)
-    plt.imsave(path, grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0,
-               vmax=1)
-
-
 # -- metric writing ------------------------------------------------------------------------------
 class MetricWriter:
-    """JSON lines (``metrics.jsonl``) and TensorBoard, both resumable.
+    """JSON lines (``metrics.jsonl``) and TensorBoard, both resumable; process 0 writes.
 
     On a resume from step ``s`` the records after ``s`` (written before the interruption,
-    now to be recomputed) are dropped from the JSON file, and TensorBoard purges them.
+    now to be recomputed) are dropped from the JSON file, and TensorBoard purges them. The
+    JSON file is rewritten whole on each record (atomic, and object stores cannot append).
     """
 
     def __init__(self, workdir: str, *, start_step: int, tensorboard: bool = True,
                  enabled: bool = True):
-        self.enabled = enabled
-        self.path = os.path.join(workdir, METRICS_FILENAME)
+        self.enabled = enabled and wd.is_writer()
+        self.path = wd.as_path(workdir) / METRICS_FILENAME
         self.tb = None
-        if not enabled:
+        self.lines: list[str] = []
+        if not self.enabled:
             return
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= start_step]
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(keep)
-            os.replace(tmp, self.path)
+        if self.path.exists():
+            self.lines = [ln + "\n" for ln in self.path.read_text().splitlines()
+                          if ln.strip() and json.loads(ln)["step"] <= start_step]
+            wd.write_text(self.path, "".join(self.lines))
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+            self.tb = SummaryWriter(os.fspath(wd.as_path(workdir) / "tensorboard"),
                                     purge_step=start_step + 1 if start_step else None)
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
         rec = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.lines.append(json.dumps(rec) + "\n")
+        wd.write_text(self.path, "".join(self.lines))
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, float(v), int(step))
@@ -481,8 +285,8 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
     """The records of ``workdir/metrics.jsonl``."""
-    with open(os.path.join(workdir, METRICS_FILENAME)) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
+    text = (wd.as_path(workdir) / METRICS_FILENAME).read_text()
+    return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -519,16 +323,10 @@ def build_loss(config, sde):
 
 
 def _prepare_workdir(config, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILENAME)
-    if os.path.exists(path):
-        with open(path) as f:
-            check_same_run(config, config_from_json(f.read()))
-    if jax.process_index() == 0:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(config_to_json(config))
-        os.replace(tmp, path)
+    path = wd.makedirs(workdir) / CONFIG_FILENAME
+    if path.exists():
+        check_same_run(config, config_from_json(path.read_text()))
+    wd.write_text(path, config_to_json(config))
 
 
 def _dataset_for(config, workdir: str) -> data_lib.Dataset:
@@ -536,16 +334,30 @@ def _dataset_for(config, workdir: str) -> data_lib.Dataset:
     if os.path.exists(path):
         return data_lib.load_split(path)
     dataset = data_lib.load_dataset(config.data)
-    if jax.process_index() == 0:
+    if wd.is_writer():
         data_lib.save_split(dataset, path, config.data)
     return dataset
 
 
-def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: int, mesh) -> dict:
-    """Batch ``step`` as global arrays sharded on ``"data"``; each process supplies its rows."""
-    idx = data_lib.batch_indices(dataset.num_train, batch_size, seed, step)
-    batch = data_lib.make_batch(dataset, idx[parallel.local_rows(batch_size, mesh)])
-    return parallel.global_batch_from_local(batch, mesh, batch_size)
+def global_batch(dataset: data_lib.Dataset, batch_size: int, seed: int, step: int, mesh, *,
+                 num_steps: Optional[int] = None) -> dict:
+    """Batch ``step`` as global arrays sharded on ``"data"``; each process supplies its rows.
+
+    With ``num_steps`` the batches of steps ``step .. step + num_steps - 1`` come stacked on a
+    leading axis ``[num_steps, batch_size, ...]`` (for a multi-step dispatch). This is the one
+    place where training data meets devices.
+    """
+    rows = parallel.local_rows(batch_size, mesh)
+    idx = np.stack([data_lib.batch_indices(dataset.num_train, batch_size, seed, s)[rows]
+                    for s in range(step, step + (num_steps or 1))])
+    flat = data_lib.make_batch(dataset, idx.reshape(-1))
+    batch = {k: v.reshape(idx.shape + v.shape[1:]) for k, v in flat.items()}
+    if num_steps is None:
+        return parallel.global_batch_from_local({k: v[0] for k, v in batch.items()}, mesh,
+                                                batch_size)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
+    return {k: jax.make_array_from_process_local_data(sharding, v, (num_steps, batch_size) + v.shape[2:])
+            for k, v in batch.items()}
 
 
 def sample_grid(graphdef_eval, params, other, config, sde: VPSDE, key):
@@ -580,10 +392,50 @@ def _grid_sampler(graphdef_eval, sde, num_steps, parameterization):
     return _SAMPLER_CACHE[key]
 
 
+def _next_boundary(s: int, end: int, tr) -> int:
+    """The first step after ``s`` at which the loop must be on the host (log, checkpoint,
+    sample grid or the end)."""
+    every = [tr.log_every, tr.checkpoint_every] + ([tr.sample_every] if tr.sample_every > 0 else [])
+    return min([end, tr.num_steps] + [(s // e + 1) * e for e in every])
+
+
+def _write_samples(workdir, state, graphdef, config, sde, done: int) -> None:
+    from memjax import report
+
+    geval = eval_graphdef(graphdef, state["ema"], state["other"])
+    key = jax.random.fold_in(jax.random.key(config.seed + 1), done)
+    imgs = np.asarray(sample_grid(geval, state["ema"], state["other"], config, sde, key))
+    sample_dir = wd.as_path(workdir) / "samples"
+    wd.save_npz(sample_dir / f"step_{done:08d}.npz", samples=imgs)
+    if wd.is_writer():
+        report.image_grid(imgs, os.fspath(sample_dir / f"step_{done:08d}.png"),
+                          ncols=int(math.ceil(math.sqrt(len(imgs)))), scale=0.5)
+
+
+def _initial_state(config, workdir, ckpt, model_fn, mesh):
+    model = (model_fn or build_model)(config)
+    model.train()
+    graphdef, params, other = split_model(model)
+    state = init_state(params, other, make_optimizer(config.optim, config.training.num_steps))
+    try:
+        start = ckpt.latest_step() or 0
+        if start:
+            state = ckpt.restore(start, state)
+            log.info("resumed from %s at step %d", ckpt.directory, start)
+    except CheckpointError:
+        ckpt.close()
+        raise
+    return graphdef, parallel.replicate(state, mesh), start
+
+
 def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
           model_fn: Optional[Callable] = None, mesh=None,
           stop_after: Optional[int] = None) -> TrainResult:
     """Trains (or resumes training) as ``config`` says, writing everything under ``workdir``.
+
+    ``config.training.steps_per_dispatch = k`` runs ``k`` steps per device call (``lax.scan``;
+    the loop returns to the host only at log / checkpoint / sample steps), with the same
+    batches, keys and so the same numbers as ``k = 1``.
 
     Args:
       config: a training config (:func:`default_config`); validated first.
@@ -593,166 +445,64 @@ def train(config, workdir: str, *, loss_fn: Optional[Callable] = None,
       mesh: device mesh (default: all devices on the ``"data"`` axis).
       stop_after: stop after this many steps of this invocation (for tests / preemption).
     """
+    from memjax import console
+    from memjax.models import config as model_config
+
     validate_config(config)
     tr = config.training
     mesh = parallel.data_mesh() if mesh is None else mesh
-    ndev = mesh.devices.size
-    if tr.batch_size % ndev or tr.batch_size % jax.process_count():
-        _fail("training.batch_size", f"a multiple of the device count {ndev}", tr.batch_size)
+    if tr.batch_size % mesh.devices.size or tr.batch_size % jax.process_count():
+        _fail("training.batch_size", f"a multiple of the device count {mesh.devices.size}",
+              tr.batch_size)
     _prepare_workdir(config, workdir)
-    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME), keep=tr.keep_checkpoints)
-    sde = make_sde(config)
-    dataset = _dataset_for(config, workdir)
-    from memjax.models import config as model_config
-
-    hw = model_config.image_hw(config.model.image_size)
-    if dataset.image_shape != (*hw, config.model.channels):
+    sde, dataset = make_sde(config), _dataset_for(config, workdir)
+    if dataset.image_shape != (*model_config.image_hw(config.model.image_size), config.model.channels):
         _fail("model.image_size/model.channels", f"the data's image shape {dataset.image_shape}",
               (config.model.image_size, config.model.channels))
-    model = (model_fn or build_model)(config)
-    model.train()
-    graphdef, params, other = split_model(model)
-    optimizer = make_optimizer(config.optim, tr.num_steps)
-    state = init_state(params, other, optimizer)
-    try:
-        start = ckpt.latest_step() or 0
-        if start:
-            state = ckpt.restore(start, state)
-            log.info("resumed from %s at step %d", ckpt.directory, start)
-    except CheckpointError:
-        ckpt.close()
-        raise
-    state = jax.device_put(state, parallel.replicated(mesh))
+    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIRNAME), keep=tr.keep_checkpoints)
+    graphdef, state, start = _initial_state(config, workdir, ckpt, model_fn, mesh)
     loss_fn = loss_fn or build_loss(config, sde)
-    step_fn = cached_train_step(graphdef, loss_fn, config, mesh)
-    lead = jax.process_index() == 0
-    writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard, enabled=lead)
-    sample_dir = os.path.join(workdir, "samples")
-    geval = None
+    writer = MetricWriter(workdir, start_step=start, tensorboard=tr.tensorboard)
     end = tr.num_steps if stop_after is None else min(tr.num_steps, start + stop_after)
-    steps = range(start, end)
-    bar = None
-    if tr.progress and lead:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tr.num_steps, initial=start, desc="train", unit="step")
-    pending, t0, s0 = [], time.perf_counter(), start
-    for s in steps:
-        batch = global_batch(dataset, tr.batch_size, config.seed, s, mesh)
-        state, metrics = step_fn(state, batch)
+    every = tr.log_every * max(1, -(-(tr.num_steps - start) // (10 * tr.log_every)))  # ~10 lines
+    bar = console.Progress(tr.num_steps, initial=start, desc="train", every=every,
+                           enabled=bool(tr.progress) and wd.is_writer())
+    pending, t0, s0, s = [], time.perf_counter(), start, start
+    while s < end:
+        k = min(int(tr.steps_per_dispatch), _next_boundary(s, end, tr) - s)
+        step_fn = cached_train_step(graphdef, loss_fn, config, mesh, k)
+        state, metrics = step_fn(state, global_batch(dataset, tr.batch_size, config.seed, s, mesh,
+                                                     num_steps=None if k == 1 else k))
         pending.append(metrics)
-        done = s + 1
-        if done % tr.log_every == 0 or done == end:
+        s += k
+        if s % tr.log_every == 0 or s == end:
             vals = jax.device_get(pending)
-            rec = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
-            dt = time.perf_counter() - t0
-            rec["steps_per_sec"] = (done - s0) / dt
+            rec = {m: float(np.mean(np.concatenate([np.ravel(v[m]) for v in vals])))
+                   for m in vals[0]}
+            rec["steps_per_sec"] = (s - s0) / (time.perf_counter() - t0)
             rec["images_per_sec"] = rec["steps_per_sec"] * tr.batch_size
-            writer.write(done, rec)
-            if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            pending, t0, s0 = [], time.perf_counter(), done
-        if bar is not None:
-            bar.update(1)
-        if done % tr.checkpoint_every == 0 or done == tr.num_steps:
-            ckpt.save(done, state)
-        if tr.sample_every >= 0 and ((tr.sample_every and done % tr.sample_every == 0)
-                                     or done == tr.num_steps):
-            if geval is None:
-                geval = eval_graphdef(graphdef, state["ema"], state["other"])
-            key = jax.random.fold_in(jax.random.key(config.seed + 1), done)
-            imgs = np.asarray(sample_grid(geval, state["ema"], state["other"], config, sde, key))
-            if lead:
-                os.makedirs(sample_dir, exist_ok=True)
-                np.savez(os.path.join(sample_dir, f"step_{done:08d}.npz"), samples=imgs)
-                _save_grid(imgs, os.path.join(sample_dir, f"step_{done:08d}.png"))
-    if bar is not None:
-        bar.close()
+            writer.write(s, rec)
+            bar.set_postfix(loss=rec["loss"])
+            pending, t0, s0 = [], time.perf_counter(), s
+        bar.update(k)
+        if s % tr.checkpoint_every == 0 or s == tr.num_steps:
+            ckpt.save(s, state)
+        if tr.sample_every >= 0 and ((tr.sample_every and s % tr.sample_every == 0)
+                                     or s == tr.num_steps):
+            _write_samples(workdir, state, graphdef, config, sde, s)
+    bar.close()
     ckpt.close()
     writer.close()
     return TrainResult(state=state, graphdef=graphdef, dataset=dataset, sde=sde, start_step=start)
 
 
-# -- loading a trained model for analysis -----------------------------------------------------------
-class Trained(NamedTuple):
-    """What :func:`load_trained` returns."""
-
-    model: Any
-    """The U-Net with the EMA (or raw) weights, in eval mode."""
-    config: ml_collections.ConfigDict
-    sde: VPSDE
-    dataset: data_lib.Dataset
-    """The exact split trained on (``workdir/data_split.npz``)."""
-    step: int
+# -- loading a trained model (memjax.trained; resolved lazily: no import cycle) ---------------------
+_TRAINED = ("Trained", "restore_model", "load_trained", "trained_score_fn")
 
 
-def restore_model(config, checkpoint_dir: str, *, step: Optional[int] = None, ema: bool = True,
-                  model_fn: Optional[Callable] = None, field: str = "checkpoint_dir"):
-    """The network of a memjax train state saved under ``checkpoint_dir``: ``(model, step)``.
+def __getattr__(name):
+    if name in _TRAINED:
+        from memjax import trained
 
-    The network is never initialised: its structure comes from ``nnx.eval_shape`` and the train
-    state's from ``jax.eval_shape``, and orbax restores into that abstract template (eager
-    initialisation compiles one small program per parameter, slower than the restore itself).
-    ``step`` defaults to the latest checkpoint; ``ema=False`` gives the raw weights. Errors name
-    ``field`` (the caller's argument or config field) and ``step``.
-    """
-    from flax import nnx
-
-    ckpt = Checkpointer(checkpoint_dir, keep=config.training.keep_checkpoints)
-    try:
-        steps = ckpt.verify()
-        if not steps:
-            raise ValueError(f"{field}: no checkpoint under {ckpt.directory}")
-        step = steps[-1] if step is None else int(step)
-        if step not in steps:
-            raise ValueError(f"step: expected one of the saved steps {steps}, got {step}")
-        abstract = nnx.eval_shape(lambda: (model_fn or build_model)(config))
-        abstract.train()
-        graphdef, params, other = split_model(abstract)
-        optimizer = make_optimizer(config.optim, config.training.num_steps)
-        template = jax.eval_shape(lambda p, o: init_state(p, o, optimizer), params, other)
-        state = ckpt.restore(step, jax.tree.map(_concrete_key, template))
-    finally:
-        ckpt.close()
-    model = merge_model(graphdef, state["ema"] if ema else state["params"], state["other"])
-    model.eval()
-    return model, int(step)
-
-
-def _concrete_key(a):
-    """PRNG-key leaves of an abstract template become real keys (the restore reads their
-    shape from ``jax.random.key_data``); every other leaf stays abstract."""
-    if isinstance(a, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-        return jnp.broadcast_to(jax.random.key(0), a.shape)
-    return a
-
-
-def load_trained(workdir: str, *, step: Optional[int] = None, ema: bool = True,
-                 model_fn: Optional[Callable] = None) -> Trained:
-    """The model of a training workdir, ready for analysis: ``(model, config, sde, dataset, step)``.
-
-    ``step`` defaults to the latest checkpoint; ``ema=False`` gives the raw weights.
-    """
-    path = os.path.join(workdir, CONFIG_FILENAME)
-    if not os.path.exists(path):
-        raise ValueError(f"workdir: no {CONFIG_FILENAME} in {workdir!r}; is it a training workdir?")
-    with open(path) as f:
-        config = config_from_json(f.read())
-    model, step = restore_model(config, os.path.join(workdir, CHECKPOINT_DIRNAME), step=step,
-                                ema=ema, model_fn=model_fn, field="workdir")
-    return Trained(model=model, config=config, sde=make_sde(config),
-                   dataset=data_lib.load_split(workdir), step=int(step))
-
-
-def trained_score_fn(trained: Trained, *, label: Optional[int] = None):
-    """``score_fn(x, t)`` (one example) of a :func:`load_trained` model, via
-    :func:`memjax.scores.from_model`. ``label`` conditions a class-conditional model (None:
-    the null label, i.e. the unconditional score)."""
-    from memjax import scores
-
-    model = trained.model
-    if label is None:
-        apply = lambda x, t: model(x, t)  # noqa: E731
-    else:
-        apply = lambda x, t: model(x, t, jnp.full((x.shape[0],), label, jnp.int32))  # noqa: E731
-    return scores.from_model(apply, trained.sde, trained.config.model.parameterization)
+        return getattr(trained, name)
+    raise AttributeError(f"module 'memjax.training' has no attribute {name!r}")

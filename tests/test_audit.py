@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import memjax as mj
-from memjax import audit
+from memjax import audit, workdir
 from memjax.lyapunov import orthonormal_axes
 from memjax.volume import volume_growth
 
@@ -241,14 +241,16 @@ def test_cached_arrays_recomputes_only_when_the_key_changes(tmp_path):
         return {"a": np.arange(3)}
 
     path = str(tmp_path / "c.npz")
-    a, reused = audit.cached_arrays(path, "k1", compute)
-    b, reused2 = audit.cached_arrays(path, "k1", compute)
-    c, reused3 = audit.cached_arrays(path, "k2", compute)
+    lines = []
+    a, reused = workdir.cached(path, "k1", compute, log=lines.append)
+    b, reused2 = workdir.cached(path, "k1", compute, log=lines.append)
+    c, reused3 = workdir.cached(path, "k2", compute, log=lines.append)
+    assert lines == ["[c] its inputs changed since it was stored: recomputing"]
     assert (reused, reused2, reused3) == (False, True, False) and len(calls) == 2
     np.testing.assert_array_equal(b["a"], np.arange(3))
     with open(path, "wb") as f:  # a truncated cache file is recomputed, not trusted
         f.write(b"PK\x03\x04broken")
-    _, reused4 = audit.cached_arrays(path, "k2", compute)
+    _, reused4 = workdir.cached(path, "k2", compute)
     assert not reused4 and len(calls) == 3
 
 
@@ -308,10 +310,10 @@ def _tiny_config_file(tmp_path):
     return str(path)
 
 
-def _run_script(config_file, workdir, **kw):
+def _run_script(config_file, workdir, *flags, **kw):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.Popen([sys.executable, "-m", "memjax.scripts.audit", f"--config={config_file}",
-                             f"--workdir={workdir}", "--noprogress"], env=env, cwd=REPO,
+                             f"--workdir={workdir}", "--noprogress", *flags], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -349,6 +351,23 @@ def test_tiny_audit_end_to_end_then_reuse_then_resume_after_kill(tmp_path):
     assert "[model] training" not in out2
     assert json.loads((wd / "report.json").read_text()) == report
 
+    # one field changed: only the stage that reads it (memorization) is recomputed, and its
+    # numbers are those of a fresh computation
+    proc = _run_script(cfg_file, wd, "--config.memorization.delta=0.9")
+    out3, _ = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, out3[-3000:]
+    assert [ln for ln in out3.splitlines() if "inputs changed" in ln] == [
+        "[memorization] its inputs changed since it was stored: recomputing"]
+    assert sum(": cached" in line for line in out3.splitlines()) == 5
+    changed = json.loads((wd / "report.json").read_text())
+    samples = np.load(wd / "audit" / "samples.npz")["samples"]
+    from memjax.data import load_split
+
+    split = load_split(str(wd / "model"))
+    fresh = audit.memorization_metrics(samples, split.train, delta=0.9)
+    assert changed["memorization"]["frac_memorized"] == fresh["frac_memorized"]
+    assert changed["ease_of_reproduction"] == report["ease_of_reproduction"]
+
     # killed mid-way (after the first volume-growth run), it resumes to the same report. The
     # trained model is copied over (resuming training itself is tests/test_training.py's job).
     wd2 = tmp_path / "b"
@@ -364,9 +383,9 @@ def test_tiny_audit_end_to_end_then_reuse_then_resume_after_kill(tmp_path):
     proc.communicate()
     assert not (wd2 / "report.json").exists()
     proc = _run_script(cfg_file, wd2)
-    out3, _ = proc.communicate(timeout=1200)
-    assert proc.returncode == 0, out3[-3000:]
-    assert sum(": cached" in line for line in out3.splitlines()) >= 1
+    out4, _ = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, out4[-3000:]
+    assert sum(": cached" in line for line in out4.splitlines()) >= 1
     r2 = json.loads((wd2 / "report.json").read_text())
     assert r2 == report
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from memjax import data, objectives, side
+from memjax import data, fit, objectives, side
 from memjax.metrics import memorization as mem
 from memjax.models import ResNet
 from memjax.sde import VPSDE
@@ -49,7 +49,8 @@ def test_kmeans_recovers_separated_blobs():
     km = side.kmeans(jax.random.key(1), jnp.asarray(x, jnp.float32), 7)
     assert adjusted_rand_score(truth, np.asarray(km.labels)) == 1.0
     # jittable end to end
-    km2 = jax.jit(lambda k, v: side._kmeans_jit(k, v, 7, 50, 2))(jax.random.key(1), jnp.asarray(x, jnp.float32))
+    km2 = jax.jit(lambda k, v: side.kmeans(k, v, 7, num_iters=50, num_init=2))(
+        jax.random.key(1), jnp.asarray(x, jnp.float32))
     assert adjusted_rand_score(truth, np.asarray(km2.labels)) == 1.0
 
 
@@ -178,10 +179,10 @@ def test_classifier_checkpoint_roundtrip(tmp_path):
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
     m.train()
     m(x)  # moves the BatchNorm running statistics away from their initial values
-    side._save_model(m, str(tmp_path / "clf"))
+    fit.save_model(m, str(tmp_path / "clf"))
     m2 = ResNet(num_classes=3, in_channels=1, stage_sizes=(1,), width=4, rngs=nnx.Rngs(1))
-    assert not side._restore_model(m2, str(tmp_path / "missing"))
-    assert side._restore_model(m2, str(tmp_path / "clf"))
+    assert not fit.restore_model(m2, str(tmp_path / "missing"))
+    assert fit.restore_model(m2, str(tmp_path / "clf"))
     m.eval()
     m2.eval()
     np.testing.assert_array_equal(np.asarray(m(x)), np.asarray(m2(x)))

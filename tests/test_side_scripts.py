@@ -52,12 +52,12 @@ def _script(module, config, workdir, *overrides):
 
 
 def test_sample_script_resumes(target, tmp_path):
-    from memjax import sampling
+    from memjax.jobs import sample as sample_job
 
     tdir, trained = target
     cfg = _config("digits_sample")
     wd = str(tmp_path / "sample")
-    part = sampling.run_job(cfg, wd, trained, stop_after_chunks=1)  # "interrupted" after 1 chunk
+    part = sample_job.run(cfg, wd, trained, stop_after_chunks=1)  # "interrupted" after 1 chunk
     assert part == {"complete": False, "chunks_done": 1}
     first = os.path.join(wd, "samples", "chunk_00000.npz")
     mtime, before = os.path.getmtime(first), np.load(first)["images"]
@@ -72,7 +72,7 @@ def test_sample_script_resumes(target, tmp_path):
     for name in ("grid.png", "nearest.png"):
         assert os.path.getsize(os.path.join(wd, name)) > 0
     # the same chunk recomputed from scratch equals the cached one (seeded)
-    again = sampling.run_job(cfg, str(tmp_path / "again"), trained, stop_after_chunks=1)
+    again = sample_job.run(cfg, str(tmp_path / "again"), trained, stop_after_chunks=1)
     assert again["chunks_done"] == 1
     np.testing.assert_allclose(np.load(os.path.join(tmp_path, "again", "samples",
                                                     "chunk_00000.npz"))["images"], before, atol=1e-5)
@@ -87,10 +87,9 @@ def test_side_script_resumes(target, tmp_path):
     wd = str(tmp_path / "side")
     part = side.run(cfg, wd, trained=trained, stop_after_lambdas=1)  # "interrupted"
     assert part["lambdas_done"] == [0.0] and not part["complete"]
-    done = os.path.join(wd, "lambdas", side.lambda_tag(0) + ".json")
+    done = os.path.join(wd, "lambdas", side.lambda_tag(0) + ".npz")
     cached = {n: os.path.getmtime(os.path.join(wd, n)) for n in
-              ("synthetic.npz", "pseudo_labels.npz", "tdkd.json", "classifier.json",
-               os.path.join("lambdas", side.lambda_tag(0) + ".npz"))}
+              ("synthetic.npz", "pseudo_labels.npz", "tdkd.json", "classifier.json")}
     mtime = os.path.getmtime(done)
     out = _script("memjax.scripts.side", "digits_side.py", wd, f"--config.target_workdir={tdir}")
     assert "Random vs SIDE" in out
@@ -111,3 +110,57 @@ def test_side_script_resumes(target, tmp_path):
     assert lam["images"].shape == (n_g, 8, 8, 1)
     np.testing.assert_array_equal(lam["classes"], np.repeat(np.arange(summary["num_classes"]),
                                                             cfg.extraction.samples_per_class))
+
+
+def _mtimes(root):
+    return {os.path.relpath(os.path.join(d, f), root): os.path.getmtime(os.path.join(d, f))
+            for d, _, files in os.walk(root) for f in files}
+
+
+def test_sample_changed_fields_recompute_only_their_chunks(target, tmp_path):
+    """More samples: the finished chunks are reused, only the new one is drawn. Another sampler
+    grid: every chunk is redrawn, and the samples equal those of a fresh workdir."""
+    from memjax.jobs import sample as sample_job
+
+    _, trained = target
+    cfg = _config("digits_sample")
+    wd = str(tmp_path / "s")
+    sample_job.run(cfg, wd, trained)
+    before = _mtimes(os.path.join(wd, "samples"))
+    cfg.num_samples = cfg.num_samples + cfg.chunk_size
+    lines = []
+    sample_job.run(cfg, wd, trained, log=lines.append)
+    after = _mtimes(os.path.join(wd, "samples"))
+    assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
+    assert lines == []
+    cfg.num_steps = cfg.num_steps + 1
+    sample_job.run(cfg, wd, trained, log=lines.append)
+    assert len(lines) == len(after) and all("recomputing" in ln for ln in lines)
+    sample_job.run(cfg, str(tmp_path / "fresh"), trained)
+    np.testing.assert_array_equal(np.load(os.path.join(wd, "samples.npz"))["images"],
+                                  np.load(os.path.join(tmp_path, "fresh", "samples.npz"))["images"])
+
+
+def test_side_changed_field_recomputes_only_the_affected_stages(target, tmp_path):
+    """A new tdkd.num_steps refits the student and redoes the extractions; the classifier, the
+    synthetic set and the pseudo-labels are reused, and the tables equal a fresh run's."""
+    from memjax import side
+
+    _, trained = target
+    cfg = _config("digits_side")
+    wd = str(tmp_path / "side")
+    side.run(cfg, wd, trained=trained, log=lambda s: None)
+    keep = {n: os.path.getmtime(os.path.join(wd, n)) for n in
+            ("synthetic.npz", "pseudo_labels.npz", "classifier.json")}
+    lams = {n: os.path.getmtime(os.path.join(wd, "lambdas", n))
+            for n in os.listdir(os.path.join(wd, "lambdas"))}
+    cfg.tdkd.num_steps = cfg.tdkd.num_steps + 5
+    lines = []
+    side.run(cfg, wd, trained=trained, log=lines.append)
+    assert {n: os.path.getmtime(os.path.join(wd, n)) for n in keep} == keep
+    assert all(os.path.getmtime(os.path.join(wd, "lambdas", n)) > m for n, m in lams.items())
+    assert lines[0] == "[tdkd] its inputs changed since it was stored: refitting"
+    assert len(lines) == 1 + len(lams)
+    side.run(cfg, str(tmp_path / "fresh"), trained=trained, log=lambda s: None)
+    assert open(os.path.join(wd, "results.csv")).read() == \
+        open(os.path.join(tmp_path, "fresh", "results.csv")).read()

@@ -148,8 +148,8 @@ def test_shipped_configs_validate_and_build(name):
                                       "ambient_3k.py": 3000}[name]
         twin = load_config(name, "standard")
         training.validate_config(twin)
-        diff = {k for k, v in training._flatten(cfg.to_dict()).items()
-                if training._flatten(twin.to_dict()).get(k) != v}
+        diff = {k for k, v in training.flatten_config(cfg.to_dict()).items()
+                if training.flatten_config(twin.to_dict()).get(k) != v}
         assert diff <= {"objective.name", "objective.sigma_tn"}, diff
         sde = training.make_sde(cfg)
         from memjax.models.config import resolve_t_n

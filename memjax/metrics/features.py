@@ -198,18 +198,18 @@ def digits_classifier_features(*, train: Any = None, workdir: str | None = None,
     A stand-in for the deep features of the papers (paper 003: SqueezeNet class scores) on the
     embedded data: it runs offline on a CPU in well under a minute. The classifier sees every
     digit with its label (it is a feature extractor, not the model under audit). With
-    ``workdir`` the trained parameters go to ``workdir/digits_classifier.npz`` and later calls
-    load them (same ``seed``, ``width`` and image shape) instead of training again.
+    ``workdir`` the trained classifier is an orbax checkpoint ``workdir/digits_classifier`` (the
+    one fit loop and format of :mod:`memjax.fit`), reused by later calls with the same
+    settings instead of training again.
 
     Returns:
       ``feature_fn(images [b, H, W, C]) -> [b, 2 * width]``; its ``.accuracy`` attribute holds
       the training accuracy.
     """
-    import os
-
-    import optax
     from flax import nnx
 
+    from memjax import fit, objectives
+    from memjax import workdir as wd
     from memjax.models import ResNet
 
     _checks.check_positive_int("num_steps", num_steps)
@@ -221,49 +221,23 @@ def digits_classifier_features(*, train: Any = None, workdir: str | None = None,
     x, y = _digits_like(shape)
     model = ResNet(num_classes=10, in_channels=shape[-1], stage_sizes=(1, 1), width=width,
                    rngs=nnx.Rngs(seed))
-    tag = f"seed={seed},width={width},shape={shape},steps={num_steps}"
-    path = None if workdir is None else os.path.join(workdir, "digits_classifier.npz")
-    graphdef, state = nnx.split(model)
-    leaves, treedef = jax.tree_util.tree_flatten(state)
-    accuracy = None
-    if path is not None and os.path.isfile(path):
-        with np.load(path) as f:
-            if str(f["tag"]) == tag and len(f.files) - 2 == len(leaves):
-                leaves = [jnp.asarray(f[f"leaf_{i}"]) for i in range(len(leaves))]
-                accuracy = float(f["accuracy"])
-        if accuracy is not None:
-            model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
-    if accuracy is None:
-        model.train()
-        opt = nnx.Optimizer(model, optax.adam(learning_rate), wrt=nnx.Param)
+    key = ("digits_classifier", seed, width, shape, num_steps, batch_size, learning_rate, 2)
 
-        def loss_fn(m, xb, yb):
-            logits = m(xb)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+    def train_it():
+        fit.fit_classifier(model, objectives.classifier_loss,
+                           {"image": x, "label": y.astype(np.int32)}, key=jax.random.key(seed),
+                           num_steps=num_steps, batch_size=batch_size,
+                           learning_rate=learning_rate, weight_decay=0.0, log_every=num_steps)
 
-        @nnx.jit
-        def step(m, o, xb, yb):
-            loss, grads = nnx.value_and_grad(loss_fn)(m, xb, yb)
-            o.update(m, grads)
-            return loss
-
-        rng = np.random.default_rng(seed)
-        bs = min(batch_size, len(x))
-        for _ in range(num_steps):
-            idx = rng.choice(len(x), bs, replace=False)
-            step(model, opt, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
-        model.eval()
-        eval_fn = nnx.jit(lambda m, xb: jnp.argmax(m(xb), axis=-1))
-        pred = np.concatenate([np.asarray(eval_fn(model, jnp.asarray(x[s:s + 512])))
-                               for s in range(0, len(x), 512)])
-        accuracy = float(np.mean(pred == y))
-        if path is not None:
-            os.makedirs(workdir, exist_ok=True)
-            leaves = jax.tree_util.tree_leaves(nnx.state(model))
-            tmp = f"{path}.tmp-{os.getpid()}.npz"
-            np.savez(tmp, tag=np.asarray(tag), accuracy=np.asarray(accuracy),
-                     **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
-            os.replace(tmp, path)
+    if workdir is None:
+        train_it()
+    else:
+        fit.fit_or_restore(model, f"{workdir}/digits_classifier", key, train_it, log=None)
+    model.eval()
+    pred = np.argmax(fit.batched_logits(model, x), -1)
+    accuracy = float(np.mean(pred == y))
+    if workdir is not None:
+        wd.save_json(f"{workdir}/digits_classifier.json", {"train_accuracy": accuracy})
     fn = classifier_features(model)
     fn.accuracy = accuracy
     return fn

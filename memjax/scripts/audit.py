@@ -1,7 +1,8 @@
 r"""``memjax-audit``: trains (or restores) a model and audits its memorization.
 
     python -m memjax.scripts.audit --config=configs/digits_audit.py --workdir=/tmp/audit
-    memjax-audit --config=configs/audit_custom_example.py --workdir=/tmp/my_audit
+    memjax-audit --config=digits_audit --workdir=/tmp/audit        # a shipped config by name
+    memjax-audit --config=configs/audit_custom_example.py --workdir=gs://bucket/my_audit
 
 Writes ``report.json``, ``report.md``, ``figures/*.png`` and ``timings.json`` under
 ``--workdir``; every stage is cached there (``workdir/audit/*.npz``, the model under
@@ -14,6 +15,8 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+from memjax.scripts import common
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Audit config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the model, caches and report.")
@@ -24,14 +27,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from memjax import audit, parallel
+    from memjax import audit, console
 
-    parallel.initialize()
-    audit.run_audit(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
+    common.setup()
+    config = _CONFIG.value
+    if "train" in config:
+        config.train.training.progress = _PROGRESS.value   # training reports like every stage
+    # bars on a terminal; in a log file each stage reports in its own lines
+    audit.run_audit(config, _WORKDIR.value, progress=_PROGRESS.value and console.is_terminal())
 
 
 def run():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

@@ -13,295 +13,33 @@ with a training set (any memjax dataset, or a saved split) and writes under ``--
   scatter with the hull of the real points and the diverse samples circled);
 * ``generated.npz`` / ``train.npz``: the exact images that were compared.
 
-See ``configs/evaluate_digits.py`` for every field. The evaluation is a single pass of pure
-functions (seconds to minutes); a rerun recomputes it.
+The job is :mod:`memjax.jobs.evaluate`; see ``configs/evaluate_digits.py`` for every field. The
+evaluation is a single pass of pure functions (seconds to minutes); a rerun recomputes it.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any, Callable
-
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+
+from memjax.jobs.evaluate import evaluate  # noqa: F401 (the job, re-exported)
+from memjax.scripts import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics.json and figures.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-FEATURES = ("pixels", "classifier")
-GENERATED_SOURCES = ("demo", "npz", "folder")
-
-
-# -- inputs ----------------------------------------------------------------------------------------
-def validate_config(c) -> None:
-    """Raises ``ValueError`` naming the config field at fault (before any heavy work)."""
-    from memjax import _checks
-    from memjax.data import validate_data_config
-
-    _checks.check_choice("generated.source", c.generated.source, GENERATED_SOURCES)
-    _checks.check_choice("features", c.features, FEATURES)
-    _checks.check_choice("memorization.match", c.memorization.match, ("best", "all"))
-    _checks.check_choice("diverse.method", c.diverse.method, ("tsne_hull", "knn_support"))
-    if c.generated.source in ("npz", "folder") and not c.generated.path:
-        raise ValueError(f"generated.path: expected a file or folder for source "
-                         f"{c.generated.source!r}")
-    _checks.check_positive_int("memorization.n", c.memorization.n)
-    _checks.check_positive("memorization.alpha", c.memorization.alpha)
-    _checks.check_positive("memorization.delta", c.memorization.delta)
-    for name in ("generated.limit", "memorization.block_size", "diverse.max_real"):
-        v = c[name.split(".")[0]][name.split(".")[1]]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name}: expected a non-negative integer, got {v!r}")
-    if not c.train_split:
-        validate_data_config(c.data)
-
-
-def load_training(c):
-    """``(train, heldout)`` images from ``train_split`` or the ``data`` config."""
-    from memjax import data
-
-    if c.train_split:
-        ds = data.load_split(c.train_split)
-    else:
-        ds = data.load_dataset(c.data)
-    return np.asarray(ds.train, np.float32), np.asarray(ds.heldout, np.float32)
-
-
-def demo_generated(train: np.ndarray, heldout: np.ndarray, c, seed: int):
-    """The known-answer demo set: exact copies, near copies, held-out (novel) images and noise.
-
-    Returns ``(images, truth)``; ``truth`` records which training image each copy came from."""
-    g = c.generated
-    rng = np.random.default_rng(seed)
-    n_copy, n_near, n_novel, n_noise = (int(g.demo_copies), int(g.demo_near),
-                                        int(g.demo_novel), int(g.demo_noise))
-    if n_copy + n_near > len(train):
-        raise ValueError(f"generated.demo_copies + demo_near: at most {len(train)} (the training "
-                         f"images), got {n_copy + n_near}")
-    if n_novel > len(heldout):
-        raise ValueError(f"generated.demo_novel: at most {len(heldout)} (the held-out images), "
-                         f"got {n_novel}")
-    src = rng.choice(len(train), n_copy + n_near, replace=False)
-    copies = train[src[:n_copy]]
-    near = np.clip(train[src[n_copy:]] + float(g.demo_near_sigma) *
-                   rng.normal(size=(n_near,) + train.shape[1:]), -1, 1).astype(np.float32)
-    novel = heldout[rng.choice(len(heldout), n_novel, replace=False)]
-    noise = rng.uniform(-1, 1, (n_noise,) + train.shape[1:]).astype(np.float32)
-    images = np.concatenate([copies, near, novel, noise]).astype(np.float32)
-    kind = np.array(["copy"] * n_copy + ["near"] * n_near + ["novel"] * n_novel +
-                    ["noise"] * n_noise)
-    truth = {"kind": kind, "source": np.concatenate([src, np.full(n_novel + n_noise, -1)]),
-             "counts": {"copy": n_copy, "near": n_near, "novel": n_novel, "noise": n_noise}}
-    return images, truth
-
-
-def load_generated(c, train_shape: tuple) -> np.ndarray:
-    """Generated images from an ``.npz`` or an image folder, shaped like the training images."""
-    from memjax import data
-
-    g = c.generated
-    if g.source == "npz":
-        if not os.path.isfile(g.path):
-            raise ValueError(f"generated.path: no such file: {g.path!r}")
-        with np.load(g.path) as f:
-            keys = list(f.files)
-            key = g.key if g.key in keys else (keys[0] if len(keys) == 1 else
-                                               "samples" if "samples" in keys else None)
-            if key is None:
-                raise ValueError(f"generated.key: {g.key!r} is not in {g.path!r} (arrays: {keys})")
-            images = f[key]
-        if images.ndim == 3:
-            images = images[..., None]
-        images = data.to_unit_range(images, "generated images")
-    else:
-        cfg = data.data_config(source="folder", path=g.path, num_train=0, num_heldout=0,
-                               label_key="", channels=int(train_shape[-1]),
-                               image_size=int(train_shape[0]))
-        images = data.load_dataset(cfg).train
-    if tuple(images.shape[1:]) != tuple(train_shape):
-        raise ValueError(f"generated images: expected shape [n, {', '.join(map(str, train_shape))}]"
-                         f" (as the training images), got {images.shape}")
-    return np.asarray(images, np.float32)
-
-
-# -- the evaluation --------------------------------------------------------------------------------
-def evaluate(c, workdir: str, *, log: Callable[[str], None] = print) -> dict:
-    """Runs the evaluation ``c`` describes and writes its outputs under ``workdir``; returns
-    the content of ``metrics.json``."""
-    import jax
-
-    from memjax import report
-    from memjax.metrics import features as feat
-    from memjax.metrics import memorization as mem
-
-    validate_config(c)
-    t_start = time.perf_counter()
-    os.makedirs(workdir, exist_ok=True)
-    fig_dir = os.path.join(workdir, "figures")
-    train, heldout = load_training(c)
-    truth = None
-    if c.generated.source == "demo":
-        gen, truth = demo_generated(train, heldout, c, int(c.seed))
-    else:
-        gen = load_generated(c, train.shape[1:])
-    if c.generated.limit:
-        gen = gen[:int(c.generated.limit)]
-        if truth is not None:
-            truth = dict(truth, kind=truth["kind"][:len(gen)], source=truth["source"][:len(gen)])
-    log(f"[evaluate] {len(gen)} generated vs {len(train)} training images of shape "
-        f"{train.shape[1:]}")
-    np.savez_compressed(os.path.join(workdir, "generated.npz"), image=gen)
-    np.savez_compressed(os.path.join(workdir, "train.npz"), image=train)
-    mc = c.memorization
-    block = int(mc.block_size) or None
-    n = min(int(mc.n), len(train))
-
-    # features for the similarity (cosine) metrics and the diverse samples
-    if c.features == "pixels":
-        fn = feat.pixels
-    else:
-        fn = feat.digits_classifier_features(train=train, workdir=os.path.join(workdir,
-                                                                               "classifier"),
-                                             seed=int(c.seed))
-    f_train = feat.compute_features(fn, train)
-    f_gen = feat.compute_features(fn, gen)
-
-    out: dict[str, Any] = {"num_generated": int(len(gen)), "num_train": int(len(train)),
-                           "image_shape": list(train.shape[1:]), "features": c.features}
-    # nearest-neighbour similarity in feature space (paper 002 Tables 1, 5; paper 001 Table 4)
-    best_sim, best_idx = (np.asarray(a) for a in mem.best_match(f_gen, f_train, measure="cosine",
-                                                                block_size=block))
-    summ = mem.similarity_summary(best_sim)
-    out["cosine"] = {
-        "summary": report.to_jsonable(summ),
-        "fractions_above": dict(zip([str(t) for t in mc.thresholds], np.asarray(
-            mem.similarity_fractions(best_sim, list(mc.thresholds))).tolist())),
-        "ams_ums": {}}
-    for name, band in mem.BANDS["sscd"].items():
-        if mc.match == "best":   # one nearest-neighbour search serves every band
-            r = mem.ams_ums_from_best(best_sim, best_idx, len(train), band=band)
-        else:
-            r = mem.ams_ums(f_gen, f_train, band=band, measure="cosine", match=mc.match,
-                            block_size=block)
-        out["cosine"]["ams_ums"][name] = {"band": list(band), "ams": float(r.ams),
-                                          "ums": float(r.ums)}
-    # pixel-space L2 and Carlini's normalized L2 (paper 000 eq. 7; paper 001 bands)
-    d1, _ = mem.nearest_neighbours(gen, train, k=1, metric="l2", block_size=block)
-    nl2 = mem.normalized_l2(gen, train, n=n, alpha=float(mc.alpha), block_size=block)
-    ratio, nl2_idx = np.asarray(nl2.ratio), np.asarray(nl2.index)
-    ext = np.asarray(mem.extracted(ratio, float(mc.delta)))
-    out["normalized_l2"] = {
-        "n": n, "alpha": float(mc.alpha), "delta": float(mc.delta),
-        "num_extracted": int(ext.sum()),
-        "num_unique_extracted": int(len(np.unique(nl2_idx[ext]))),
-        "extracted_fraction": float(ext.mean()),
-        "summary": report.to_jsonable(mem.similarity_summary(ratio)), "ams_ums": {}}
-    for name, band in list(mem.BANDS["normalized_l2"].items()) + [
-            ("extracted", mem.Band(0.0, float(mc.delta), "left"))]:
-        if mc.match == "best":
-            r = mem.ams_ums_from_best(ratio, nl2_idx, len(train), band=band)
-        else:
-            r = mem.ams_ums(gen, train, band=band, measure="normalized_l2", n=n,
-                            alpha=float(mc.alpha), match=mc.match, block_size=block)
-        out["normalized_l2"]["ams_ums"][name] = {"band": list(band), "ams": float(r.ams),
-                                                 "ums": float(r.ums)}
-    out["l2"] = {"summary": report.to_jsonable(mem.similarity_summary(np.asarray(d1)[:, 0]))}
-    if truth is not None:
-        out["demo"] = _demo_check(truth, ext, nl2_idx, best_idx)
-
-    # figures: histograms and the closest pairs
-    report.histogram(best_sim, os.path.join(fig_dir, "best_similarity.png"),
-                     title=f"best cosine similarity to the training set ({c.features})",
-                     xlabel="cosine similarity", thresholds=list(mc.thresholds),
-                     bands={k: (b.lo, b.hi) for k, b in mem.BANDS["sscd"].items()})
-    report.histogram(ratio, os.path.join(fig_dir, "normalized_l2.png"),
-                     title="normalized L2 to the nearest training image (eq. 7)",
-                     xlabel="normalized L2 (smaller = closer)", thresholds=[float(mc.delta)],
-                     bands={k: (b.lo, min(b.hi, 1.0 / float(mc.alpha)))  # ratio <= 1/alpha
-                            for k, b in mem.BANDS["normalized_l2"].items()})
-    k = min(int(c.report.num_pairs), len(gen))
-    order = np.argsort(ratio, kind="stable")[:k]
-    report.pairs(gen[order], train[nl2_idx[order]], os.path.join(fig_dir, "closest_pairs.png"),
-                 labels=[f"#{nl2_idx[i]}\nnL2 {ratio[i]:.2f}" for i in order],
-                 title="closest generated (top) / training (bottom) pairs")
-    out["closest"] = [{"generated": int(i), "train": int(nl2_idx[i]),
-                       "normalized_l2": float(ratio[i]), "cosine": float(best_sim[i])}
-                      for i in order]
-
-    # diverse samples (paper 003), once memjax.metrics.diverse is available
-    if c.diverse.enabled:
-        out["diverse"] = _diverse(c, f_train, f_gen, fig_dir, log)
-    out["seconds"] = round(time.perf_counter() - t_start, 2)
-    out["devices"] = jax.device_count()
-    report.save_json({"config": c.to_dict(), **out}, os.path.join(workdir, "metrics.json"))
-    log(f"[evaluate] cosine mean {out['cosine']['summary']['mean']:.3f}, extracted "
-        f"{out['normalized_l2']['num_extracted']}/{len(gen)}; wrote {workdir}/metrics.json "
-        f"({out['seconds']} s)")
-    return out
-
-
-def _demo_check(truth, extracted, nl2_idx, cos_idx) -> dict:
-    kind = truth["kind"]
-    copies = np.isin(kind, ["copy", "near"])
-    return {"counts": truth["counts"],
-            "extracted_are_copies": bool(np.array_equal(extracted, copies)),
-            "copies_extracted": int(extracted[copies].sum()),
-            "others_extracted": int(extracted[~copies].sum()),
-            "copies_matched_to_source_l2": int(np.sum(nl2_idx[copies] ==
-                                                      truth["source"][copies])),
-            "copies_matched_to_source_cosine": int(np.sum(cos_idx[copies] ==
-                                                          truth["source"][copies]))}
-
-
-def _diverse(c, f_train, f_gen, fig_dir, log) -> dict:
-    import jax
-
-    from memjax import report
-
-    try:
-        from memjax.metrics import diverse as dv
-    except ImportError as e:  # pragma: no cover - the diverse module is a separate part
-        log(f"[evaluate] diverse samples skipped: {e}")
-        return {"skipped": str(e)}
-    dc = c.diverse
-    rng = np.random.default_rng(int(c.seed))
-    real = f_train
-    if dc.max_real and len(real) > int(dc.max_real):
-        real = real[np.sort(rng.choice(len(real), int(dc.max_real), replace=False))]
-    res: dict[str, Any] = {"method": dc.method, "num_real": int(len(real))}
-    if dc.method == "tsne_hull":
-        th = dv.tsne_hull(real, f_gen, key=jax.random.key(int(c.seed)), joint=bool(dc.joint),
-                          perplexity=float(dc.perplexity), num_iters=int(dc.num_iters))
-        mask = np.asarray(th.diverse)
-        hull = np.asarray(th.hull.polygon)[np.asarray(th.hull.mask)]
-        report.scatter_hull(np.asarray(th.real_embedding), np.asarray(th.generated_embedding),
-                            os.path.join(fig_dir, "tsne_hull.png"), hull=hull, marked=mask,
-                            title=f"t-SNE ({'joint' if dc.joint else 'separate'}), hull of real")
-        res["joint"] = bool(dc.joint)
-    else:
-        mask = np.asarray(dv.knn_support(real, f_gen, k=int(dc.k)).diverse)
-        res["k"] = int(dc.k)
-    res["num_diverse"] = int(mask.sum())
-    res["fraction_diverse"] = float(mask.mean())
-    res["diverse_indices"] = np.flatnonzero(mask).tolist()
-    return res
-
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from memjax import parallel
-
-    parallel.initialize()
+    common.setup()
     evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 def run():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

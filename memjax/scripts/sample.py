@@ -16,6 +16,8 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+from memjax.scripts import common
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sampling config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the samples and the report.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -26,17 +28,18 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import json
 
-    from memjax import parallel, sampling, side
+    from memjax import side
+    from memjax.jobs import sample as sample_job
 
-    parallel.initialize()
+    common.setup()
     config, workdir = _CONFIG.value, _WORKDIR.value
     trained = side.load_target(config.target_workdir, config.get("target"), workdir,
                                config.target_step)
-    print(json.dumps(sampling.run_job(config, workdir, trained), indent=1))
+    print(json.dumps(sample_job.run(config, workdir, trained), indent=1))
 
 
 def run():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

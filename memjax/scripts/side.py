@@ -16,6 +16,8 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+from memjax.scripts import common
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "SIDE config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage and the report.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -24,9 +26,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from memjax import parallel, side
+    from memjax import side
 
-    parallel.initialize()
+    common.setup()
     config, workdir = _CONFIG.value, _WORKDIR.value
     side.validate_config(config)
     trained = side.load_target(config.target_workdir, config.get("target"), workdir,
@@ -36,7 +38,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

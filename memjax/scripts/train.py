@@ -12,8 +12,10 @@ same command again to continue an interrupted run.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from memjax.scripts import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                           lock_config=True)
@@ -24,18 +26,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from memjax import parallel, training
+    from memjax import training
 
-    parallel.initialize()
+    common.setup()
     config = _CONFIG.value
     training.validate_config(config)
     result = training.train(config, _WORKDIR.value)
-    logging.info("finished at step %d (resumed from %d)", int(result.state["step"]),
-                 result.start_step)
+    print(f"[train] finished at step {int(result.state['step'])} (resumed from "
+          f"{result.start_step})")
 
 
 def run():
-    app.run(main)
+    common.run(main)
 
 
 if __name__ == "__main__":

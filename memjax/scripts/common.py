@@ -1,0 +1,81 @@
+"""What every memjax script does first: configs by name, a quiet console, multi-host start-up.
+
+* ``--config=digits_audit`` (or ``digits_audit:tiny``) names a config shipped with memjax
+  (``memjax.configs``, the repository's ``configs/`` folder); a path works as before.
+* Library logging (absl, orbax, JAX) is lowered to WARNING unless ``--verbosity`` is given
+  (absl's flag: ``--verbosity=0`` restores INFO, ``1`` DEBUG).
+* :func:`memjax.parallel.initialize` runs before anything touches the JAX backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["config_dirs", "resolve_config", "resolve_argv", "setup", "run"]
+
+
+def config_dirs() -> list[str]:
+    """Where shipped configs live: the installed ``memjax.configs`` package, then the
+    repository's ``configs/`` next to the ``memjax`` package (a source checkout)."""
+    dirs = []
+    try:
+        import memjax.configs as shipped
+
+        dirs.append(os.path.dirname(os.path.abspath(shipped.__file__)))
+    except ImportError:
+        pass
+    import memjax
+
+    repo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(memjax.__file__))),
+                        "configs")
+    if os.path.isdir(repo) and repo not in dirs:
+        dirs.append(repo)
+    return dirs
+
+
+def resolve_config(value: str) -> str:
+    """``NAME[:variant]`` of a shipped config -> ``/path/NAME.py[:variant]``; paths unchanged."""
+    path, sep, variant = value.partition(":")
+    if os.path.exists(path) or os.sep in path or path.endswith(".py"):
+        return value
+    for d in config_dirs():
+        candidate = os.path.join(d, path + ".py")
+        if os.path.isfile(candidate):
+            return candidate + sep + variant
+    names = sorted({f[:-3] for d in config_dirs() for f in os.listdir(d)
+                    if f.endswith(".py") and not f.startswith("_")})
+    raise SystemExit(f"--config: no file {path!r} and no shipped config of that name; shipped "
+                     f"configs: {', '.join(names)}")
+
+
+def resolve_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--config=NAME`` (or ``--config NAME``) resolved by :func:`resolve_config`."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a.startswith("--config="):
+            a = "--config=" + resolve_config(a.split("=", 1)[1])
+        elif a == "--config":
+            out.append(a)
+            a = resolve_config(next(it, ""))
+        out.append(a)
+    return out
+
+
+def setup() -> None:
+    """Quiet logging (unless ``--verbosity`` was given), then the multi-host start-up."""
+    from absl import flags
+
+    from memjax import console, parallel
+
+    fl = flags.FLAGS
+    console.quiet(fl.verbosity + 1 if fl["verbosity"].present else 0)
+    parallel.initialize()
+
+
+def run(main: Callable, argv: Sequence[str] | None = None) -> None:
+    """``absl.app.run(main)`` with configs resolved by name."""
+    from absl import app
+
+    app.run(main, argv=resolve_argv(sys.argv if argv is None else argv))

@@ -1,0 +1,111 @@
+"""Workdirs: atomic writes, JSON of NumPy values, keyed stages, one writer, and URL workdirs
+(a gs:// fake backed by fsspec's in-memory file system), including an audit run and its resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import fsspec
+import jax
+import numpy as np
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from memjax import workdir as wd
+
+
+class FakeGCS(MemoryFileSystem):
+    """``gs://`` in memory: what etils.epath's fsspec backend talks to when gcsfs is installed."""
+
+    protocol = ("gs", "gcs")
+    store: dict = {}
+    pseudo_dirs = [""]
+
+
+@pytest.fixture
+def fake_gs(monkeypatch):
+    from etils.epath import gpath
+
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
+    fsspec.register_implementation("gs", FakeGCS, clobber=True)
+    FakeGCS.store.clear()
+    yield "gs://bucket"
+    FakeGCS.store.clear()
+
+
+def test_json_of_numpy_and_jax_values(tmp_path):
+    obj = {"a": np.float32(1.5), "b": np.arange(3), "c": jax.numpy.ones(2), "d": float("nan"),
+           "e": (np.int64(2), np.bool_(True)), "f": {1: "x"}}
+    wd.save_json(tmp_path / "o.json", obj)
+    assert wd.load_json(tmp_path / "o.json") == {"a": 1.5, "b": [0, 1, 2], "c": [1.0, 1.0],
+                                                 "d": None, "e": [2, True], "f": {"1": "x"}}
+    assert os.listdir(tmp_path) == ["o.json"]                   # no temporary file left
+
+
+def test_cached_reuses_only_under_the_same_key_and_lookup_does_not_compute(tmp_path):
+    calls, lines = [], []
+
+    def compute():
+        calls.append(1)
+        return {"x": np.arange(4) * len(calls)}
+
+    stage = tmp_path / "s" / "stage"
+    a, r1 = wd.cached(stage, {"field": 1}, compute, log=lines.append)
+    b, r2 = wd.cached(stage, {"field": 1}, compute, log=lines.append)
+    assert (r1, r2, len(calls), lines) == (False, True, 1, [])
+    np.testing.assert_array_equal(a["x"], b["x"])
+    assert wd.lookup(stage, {"field": 2}) is None
+    c, r3 = wd.cached(stage, {"field": 2}, compute, log=lines.append)
+    assert not r3 and lines == ["[stage] its inputs changed since it was stored: recomputing"]
+    np.testing.assert_array_equal(wd.lookup(stage, {"field": 2})["x"], np.arange(4) * 2)
+
+
+def test_only_process_zero_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    wd.save_json(tmp_path / "r.json", {"a": 1})
+    wd.save_npz(tmp_path / "r.npz", a=np.ones(2))
+    arrays, reused = wd.cached(tmp_path / "st", "k", lambda: {"a": np.ones(2)})
+    assert not reused and arrays["a"].shape == (2,)
+    assert os.listdir(tmp_path) == []
+
+
+def test_url_workdir_round_trip(fake_gs):
+    root = f"{fake_gs}/run"
+    wd.save_json(f"{root}/a.json", {"x": 1})
+    wd.save_npz(f"{root}/b.npz", y=np.arange(3))
+    assert wd.load_json(f"{root}/a.json") == {"x": 1}
+    np.testing.assert_array_equal(wd.load_npz(f"{root}/b.npz")["y"], np.arange(3))
+    _, reused = wd.cached(f"{root}/stage", "k", lambda: {"z": np.zeros(1)})
+    assert not reused and wd.cached(f"{root}/stage", "k", lambda: {})[1]
+    assert not os.path.exists("gs:")                           # no local folder named "gs:"
+
+
+@pytest.mark.slow
+def test_audit_with_a_gs_workdir_runs_and_resumes(fake_gs, tmp_path):
+    """The audit's stages, report and figures on a (fake) gs:// workdir; a second run reuses
+    every stage from there and writes the same report."""
+    from memjax import audit, training
+    from memjax.scripts import common
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", common.resolve_config("digits_audit"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = mod.get_config("tiny")
+    training.train(cfg.train, str(tmp_path / "model"))
+    cfg.model.workdir = str(tmp_path / "model")
+    cfg.ease.network.settings, cfg.ease.exact.settings = ((1, 2),), ((2, 2),)
+    cfg.sampling.update(num_samples=8, num_steps=4, batch_size=8)
+    cfg.diverse.method = "knn_support"
+    url = f"{fake_gs}/audit"
+    first = audit.run_audit(cfg, url, progress=False, log=lambda s: None)
+    lines = []
+    again = audit.run_audit(cfg, url, progress=False, log=lines.append)
+    assert again == first
+    assert sum(": cached" in ln for ln in lines) == 5, lines
+    assert json.loads(wd.as_path(f"{url}/report.json").read_text())["version"] == 1
+    assert wd.as_path(f"{url}/figures/p_values.png").exists()
+    assert not os.path.exists("gs:")
