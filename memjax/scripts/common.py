@@ -4,7 +4,10 @@
   (``memjax.configs``, the repository's ``configs/`` folder); a path works as before.
 * Library logging (absl, orbax, JAX) is lowered to WARNING unless ``--verbosity`` is given
   (absl's flag: ``--verbosity=0`` restores INFO, ``1`` DEBUG).
-* :func:`memjax.parallel.initialize` runs before anything touches the JAX backend.
+* :func:`memjax.parallel.initialize` runs before anything touches the JAX backend, from the
+  flags of :mod:`memjax.scripts.distributed` (``--coordinator_address``, ``--num_processes``,
+  ``--process_id``, ...), the ``JAX_COORDINATOR_ADDRESS`` environment or the cluster (TPU pod,
+  SLURM) that JAX detects.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import os
 import sys
 from typing import Callable, Sequence
+
+from memjax.scripts import distributed  # defines the multi-host flags of every script
 
 __all__ = ["config_dirs", "resolve_config", "resolve_argv", "setup", "run"]
 
@@ -67,11 +72,11 @@ def setup() -> None:
     """Quiet logging (unless ``--verbosity`` was given), then the multi-host start-up."""
     from absl import flags
 
-    from memjax import console, parallel
+    from memjax import console
 
     fl = flags.FLAGS
     console.quiet(fl.verbosity + 1 if fl["verbosity"].present else 0)
-    parallel.initialize()
+    distributed.initialize_from_flags()
 
 
 def run(main: Callable, argv: Sequence[str] | None = None) -> None:
