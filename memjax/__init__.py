@@ -4,8 +4,10 @@ One protocol joins models to analysis: ``score_fn(x, t) -> grad_x log p_t(x)`` f
 example. See ``docs/design.md`` for the architecture and the paper-to-code map.
 
 The mathematical core is imported eagerly; the modules with heavier dependencies
-(``training`` (orbax), ``data`` (TFDS), ``side``, ``audit``, ``report`` (matplotlib)) load on
-first attribute access, so ``import memjax`` stays fast and pulls in no TFDS or matplotlib.
+(``training`` (orbax), ``data`` (TFDS), ``side``, ``audit``, ``report`` (matplotlib), the jobs,
+the feature networks and the bridges (``interop``: torch only where a user wraps a torch module))
+load on first attribute access, so ``import memjax`` stays fast and pulls in no TFDS,
+matplotlib or torch.
 """
 
 import importlib
@@ -16,7 +18,8 @@ from memjax.schedules import CosineVP, DiscreteVP
 from memjax.sde import VPSDE, VPSchedule
 from memjax.volume import VolumeGrowth, ease_of_reproduction, rank_images, volume_growth
 
-_LAZY = ("audit", "checkpoint", "data", "report", "side", "training")
+_LAZY = ("audit", "checkpoint", "console", "data", "features", "fit", "interop", "jobs", "report", "side",
+         "trained", "train_config", "training", "volume_settings", "workdir")
 
 __all__ = [
     "CosineVP", "DiscreteVP", "VPSDE", "VPSchedule", "VolumeGrowth", "ease_of_reproduction", "flow",

@@ -14,6 +14,8 @@ from typing import Optional
 
 import jax
 
+__all__ = ["Checkpointer", "CheckpointError"]
+
 log = logging.getLogger(__name__)
 
 

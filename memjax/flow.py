@@ -28,6 +28,10 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from memjax import _checks
 from memjax.sde import VPSDE, ScoreFn
 
+__all__ = ["ADAPTIVE_ONLY", "bits_per_dim", "check_solver_args", "decode", "encode",
+           "exact_divergence", "FIXED_ONLY", "FlowSolution", "hutchinson_divergence",
+           "LikelihoodResult", "log_likelihood", "make_solver", "solve", "SOLVERS"]
+
 SOLVERS = ("euler", "heun", "midpoint", "tsit5", "dopri5", "kvaerno3", "kvaerno5")
 ADAPTIVE_ONLY = ()
 FIXED_ONLY = ("euler",)

@@ -47,6 +47,10 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from memjax import _checks
 from memjax import flow as _flow
 
+__all__ = ["Advance", "advance", "euler_step", "orthonormal_axes", "qr_step",
+           "sorted_orthonormalize", "Spectrum", "spectrum", "tangent_map", "variational_field",
+           "VectorField"]
+
 VectorField = Callable[[Array, Array], Array]
 """``f(t, y) -> dy/dt``."""
 

@@ -37,6 +37,11 @@ from memjax import _checks
 from memjax.models import config as config_lib
 from memjax.sde import VPSDE
 
+__all__ = ["ambient_coefficients", "ambient_loss", "ambient_noisy_copy", "Batch",
+           "classifier_loss", "conditional_denoising_loss", "denoising_loss", "LossFn",
+           "make_loss", "MIXES", "PARAMETERIZATIONS", "sample_times", "T_SAMPLINGS", "tdkd_loss",
+           "WEIGHTINGS"]
+
 Batch = Mapping[str, Array]
 LossFn = Callable[[Any, Batch, PRNGKeyArray], tuple[Array, dict]]
 

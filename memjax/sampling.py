@@ -66,6 +66,11 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from memjax import _checks, flow, parallel
 from memjax.sde import VPSDE, ScoreFn
 
+__all__ = ["check_sampler_args", "classifier_free_guidance", "classifier_guidance",
+           "ClassifierFreeGuidance", "ClassifierGuidance", "ddim", "Guide", "make_sampler",
+           "OUTPUTS", "probability_flow", "reverse_sde", "sample", "Sampler", "SAMPLERS",
+           "time_grid"]
+
 SAMPLERS = ("ode", "sde", "ddim")
 OUTPUTS = ("logits", "log_prob")
 

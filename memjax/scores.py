@@ -24,6 +24,10 @@ from jaxtyping import Array, Float
 from memjax import _checks
 from memjax.sde import VPSDE, ScoreFn
 
+__all__ = ["empirical", "EmpiricalScore", "eps_to_score", "eps_to_x0", "from_model", "gaussian",
+           "GaussianScore", "PARAMETERIZATIONS", "score_to_eps", "score_to_x0", "x0_to_eps",
+           "x0_to_score"]
+
 PARAMETERIZATIONS = ("eps", "x0", "score")
 
 

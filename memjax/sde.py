@@ -27,6 +27,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from memjax import _checks
 
+__all__ = ["ScoreFn", "VPSchedule", "VPSDE"]
+
 ScoreFn = Callable[[Array, Array], Array]
 """``score_fn(x, t) -> grad_x log p_t(x)`` for one example ``x`` and a scalar ``t``."""
 

@@ -59,6 +59,11 @@ from memjax.train_config import (CHECKPOINT_DIRNAME, CONFIG_FILENAME, METRICS_FI
                                  check_same_run, config_from_json, config_to_json, data_image_shape,
                                  default_config, flatten_config, make_sde, validate_config)
 
+__all__ = ["build_loss", "build_model", "cached_train_step", "ema_decay_at", "eval_graphdef",
+           "global_batch", "init_state", "learning_rate_schedule", "make_optimizer",
+           "make_train_step", "merge_model", "MetricWriter", "network_score", "pf_euler_sample",
+           "read_metrics", "sample_grid", "split_model", "train", "TrainResult"]
+
 
 # -- optimiser and state ---------------------------------------------------------------------------
 def learning_rate_schedule(optim_config, num_steps: int) -> optax.Schedule:

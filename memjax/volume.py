@@ -75,6 +75,9 @@ from memjax import parallel as _parallel
 from memjax.lyapunov import advance, orthonormal_axes, qr_step, sorted_orthonormalize, tangent_map
 from memjax.sde import VPSDE, ScoreFn
 
+__all__ = ["ACCUMULATE", "ease_of_reproduction", "METHODS", "rank_images", "SOLVERS",
+           "volume_growth", "VolumeGrowth"]
+
 METHODS = ("jvp", "finite_difference")
 ACCUMULATE = ("qr", "norms")
 SOLVERS = _flow.SOLVERS

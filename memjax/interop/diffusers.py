@@ -35,6 +35,10 @@ from memjax import schedules, scores
 from memjax.interop.unet2d import UNet2DModel, UNetConfig
 from memjax.sde import VPSchedule
 
+__all__ = ["apply_batched", "load_pretrained", "load_weights", "PREDICTION_TYPES", "Pretrained",
+           "read_config", "read_scheduler_config", "schedule_from_config", "score_from_model",
+           "TIME_CONVENTIONS", "WEIGHTS_NAME"]
+
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIME_CONVENTIONS = ("discrete", "linear")

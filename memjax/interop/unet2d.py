@@ -29,6 +29,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
+__all__ = ["ACTIVATIONS", "Attention", "DOWN_BLOCKS", "DownBlock", "Downsample2D", "MID_BLOCKS",
+           "MidBlock", "ResnetBlock2D", "timestep_embedding", "TimestepEmbedding", "UNet2DModel",
+           "UNetConfig", "UP_BLOCKS", "UpBlock", "Upsample2D"]
+
 DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
 UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
 MID_BLOCKS = ("UNetMidBlock2D", None)

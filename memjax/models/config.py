@@ -58,6 +58,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+__all__ = ["EMBEDDINGS", "feature_resolutions", "image_hw", "MIXES", "objective_config",
+           "OBJECTIVES", "padded_hw", "PARAMETERIZATIONS", "resolve_t_n", "T_SAMPLINGS",
+           "unet_config", "validate_model_config", "validate_objective_config", "WEIGHTINGS"]
+
 PARAMETERIZATIONS = ("eps", "x0")
 EMBEDDINGS = ("fourier", "sinusoidal")
 OBJECTIVES = ("standard", "ambient", "conditional")

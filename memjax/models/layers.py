@@ -29,6 +29,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
+__all__ = ["AttnBlock", "BasicBlock", "Constant", "conv", "Downsample", "EMBEDDINGS",
+           "FourierEmbedding", "group_norm", "num_groups", "ResBlock", "sinusoidal_embedding",
+           "TimeEmbedding", "TimeModule", "Upsample"]
+
 EMBEDDINGS = ("fourier", "sinusoidal")
 
 # DDPM++ (score_sde) initialiser: variance scaling 1, fan_avg, uniform.

@@ -25,6 +25,8 @@ from jaxtyping import Array, Float
 
 from memjax.models import layers
 
+__all__ = ["ResNet", "resnet18", "resnet34", "STEMS"]
+
 STEMS = ("cifar", "imagenet")
 
 

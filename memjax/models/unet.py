@@ -33,6 +33,8 @@ from jaxtyping import Array, Float, Int
 from memjax.models import config as config_lib
 from memjax.models import layers
 
+__all__ = ["create_unet", "UNet"]
+
 
 class UNet(nnx.Module):
     """DDPM++-style score U-Net (Flax NNX). See the module docstring for the architecture.

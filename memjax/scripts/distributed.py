@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from absl import flags, logging
 
+__all__ = ["initialize_from_flags"]
+
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
     "HOST:PORT of process 0 for a multi-process job (jax.distributed); default: "
