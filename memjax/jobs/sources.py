@@ -33,8 +33,8 @@ import numpy as np
 
 from memjax import workdir as wd
 
-__all__ = ["ModelSource", "Target", "load_model_source", "load_target", "from_trained", "model_id",
-           "load_features", "named"]
+__all__ = ["ModelSource", "Target", "load_model_source", "load_target", "as_target", "job_target",
+           "from_trained", "model_id", "load_features", "named"]
 
 
 class ModelSource(NamedTuple):
@@ -133,6 +133,29 @@ def load_target(spec: str, data_config=None, *, step: int | None = None,
 
     data_lib.validate_data_config(data_config, prefix=data_field)
     return Target(src, data_lib.load_dataset(data_config))
+
+
+def as_target(target) -> Target:
+    """``target`` as a :class:`Target`: a Target, or a :class:`memjax.training.Trained`."""
+    if isinstance(target, Target):
+        return target
+    return Target(from_trained(target, f"memjax model (step {target.step})"), target.dataset)
+
+
+def job_target(config, workdir: str) -> Target:
+    """The model of a sample / SIDE config: ``model.source`` (its data from ``config.data``
+    unless it is a memjax workdir), else ``target_workdir``, else ``target`` (a training
+    config) trained under ``workdir/target`` (:func:`memjax.side.load_target`)."""
+    spec = config.get("model", {}).get("source", "")
+    step = int(config.get("target_step", 0)) or None
+    if spec:
+        if config.get("target_workdir", ""):
+            raise ValueError("model.source, target_workdir: set at most one")
+        return load_target(spec, config.get("data"), step=step, field="model.source")
+    from memjax import side
+
+    return as_target(side.load_target(config.target_workdir, config.get("target"), workdir,
+                                      step or 0))
 
 
 def named(fn: Callable, name: str) -> Callable:
