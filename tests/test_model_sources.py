@@ -120,3 +120,25 @@ def test_audit_end_to_end_from_a_callable_source(tmp_path, monkeypatch):
     assert net["N=64,steps=100"] == 1.0, net
     assert report["auroc_train_vs_heldout"]["exact"]["N=64,steps=100"] == 1.0
     assert any("my_exact_model:exact_digits" in line for line in lines)
+
+
+def test_sample_job_from_a_callable_source(tmp_path, monkeypatch):
+    """The sample job on ``module:function`` (the exact score, a perfect memoriser): the
+    samples land on training images, and the stage key is the source's model id."""
+    from memjax.jobs import sample as sample_job
+
+    spec = _source_module(tmp_path, monkeypatch, n=4)
+    c = _config_module("digits_sample").get_config("tiny")
+    c.model.source = spec
+    c.data = data_config(num_train=4, num_heldout=4, seed=0)
+    c.update(num_samples=4, chunk_size=4, num_steps=50)
+    target = sources.job_target(c, str(tmp_path / "s"))
+    assert target.source.trained is None and target.dataset.train.shape == (4, 8, 8, 1)
+    stats = sample_job.run(c, str(tmp_path / "s"), target, log=lambda s: None)
+    assert stats["complete"] and stats["median_normalized_l2"] < 1 / 3, stats
+    c.label = 3
+    with pytest.raises(ValueError, match="label: my_exact_model:exact_digits"):
+        sample_job.run(c, str(tmp_path / "s"), target)
+    c.label, c.target_workdir = -1, "/some/workdir"
+    with pytest.raises(ValueError, match="model.source, target_workdir: set at most one"):
+        sources.job_target(c, str(tmp_path / "s"))
