@@ -135,7 +135,8 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
     architecture of ``config.train.model`` and the split of ``config.train.data``) or loads
     ``config.model.source`` (:func:`memjax.jobs.sources.load_target`: a training workdir with
     its own split, or a diffusers directory / ``module:function`` with the split of
-    ``config.data``, else ``config.train.data``)."""
+    ``config.data``, else ``config.train.data``, and the held-out images of
+    ``config.heldout_data`` when set)."""
     from memjax import data as data_lib
     from memjax import training
     from memjax.jobs import sources
@@ -146,8 +147,8 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
         return _subject(src, src.trained.dataset)
     if m.get("source", ""):
         data_field, data_config = _data_section(config)
-        t = sources.load_target(m.source, data_config, step=m.step or None, field="model.source",
-                                data_field=data_field)
+        t = sources.load_target(m.source, data_config, heldout_config=config.get("heldout_data"),
+                                step=m.step or None, field="model.source", data_field=data_field)
         return _subject(t.source, t.dataset)
     if m.checkpoint:
         training.validate_config(config.train)

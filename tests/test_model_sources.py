@@ -71,6 +71,15 @@ def test_callable_source_and_its_data(tmp_path, monkeypatch):
     x = t.dataset.train[0]
     np.testing.assert_allclose(t.source.score_fn(x, 0.5),
                                mj.scores.empirical(t.dataset.train, mj.VPSDE())(x, 0.5), rtol=1e-6)
+    # held-out images from a second data section (e.g. a test split)
+    t2 = sources.load_target(spec, data_config(num_train=8, num_heldout=0, seed=0),
+                             heldout_config=data_config(num_train=5, num_heldout=0, seed=7))
+    np.testing.assert_array_equal(t2.dataset.train, t.dataset.train)
+    np.testing.assert_array_equal(
+        t2.dataset.heldout, load_dataset(data_config(num_train=5, num_heldout=0, seed=7)).train)
+    assert t2.dataset.heldout_source.shape == (5,) and "held out" in t2.dataset.name
+    with pytest.raises(ValueError, match="heldout_data.source"):
+        sources.load_target(spec, data_config(), heldout_config=data_config(source="hdf5"))
     with pytest.raises(ValueError, match="data: model.source 'my_exact_model:exact_digits' is not"):
         sources.load_target(spec, None)
     with pytest.raises(ValueError, match="model.source: cannot import 'no_such_mod:f'"):

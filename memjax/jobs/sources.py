@@ -8,8 +8,9 @@ Model sources (:func:`load_model_source`)::
                                      ``memjax.interop.diffusers.load_pretrained(PATH)``
 
 A memjax workdir brings the split it was trained on (``data_split.npz``); any other model
-takes its trained / held-out images from the job's data section (:func:`load_target`:
-``memjax.data.load_dataset``; TFDS, ``.npz`` or an image folder). Stage keys hold the
+takes its trained / held-out images from the job's data section ``data`` (:func:`load_target`:
+``memjax.data.load_dataset``; TFDS, ``.npz`` or an image folder), its held-out images from
+``heldout_data`` when the config has one (e.g. a test split). Stage keys hold the
 source's ``model_id``: a content hash of the weights (workdir, diffusers) or of the
 ``module:function`` spec and its module's source file, so a changed model recomputes.
 
@@ -118,21 +119,38 @@ class Target(NamedTuple):
     dataset: Any
 
 
-def load_target(spec: str, data_config=None, *, step: int | None = None,
+def load_target(spec: str, data_config=None, *, heldout_config=None, step: int | None = None,
                 field: str = "model.source", data_field: str = "data") -> Target:
     """The model of ``spec`` (:func:`load_model_source`) and its data: a memjax workdir's own
     split, else ``memjax.data.load_dataset(data_config)`` (``ValueError`` naming
-    ``data_field`` when there is none)."""
+    ``data_field`` when there is none).
+
+    ``heldout_config`` (optional, a second data config): the held-out images come from it
+    instead (its ``num_train`` images), e.g. the CIFAR-10 test split for a checkpoint trained
+    on the whole training split; ``data_config`` then gives only the trained images.
+    """
     src = load_model_source(spec, step=step, field=field)
     if src.trained is not None:
         return Target(src, src.trained.dataset)
     if data_config is None:
         raise ValueError(f"{data_field}: {field} {spec!r} is not a memjax training workdir, so "
                          "the job needs a data section naming its trained / held-out images")
+    import dataclasses
+
     from memjax import data as data_lib
 
     data_lib.validate_data_config(data_config, prefix=data_field)
-    return Target(src, data_lib.load_dataset(data_config))
+    dataset = data_lib.load_dataset(data_config)
+    if heldout_config is not None:
+        data_lib.validate_data_config(heldout_config, prefix=f"heldout_{data_field}")
+        h = data_lib.load_dataset(heldout_config)
+        if h.train.shape[1:] != dataset.train.shape[1:]:
+            raise ValueError(f"heldout_{data_field}: images of shape {h.train.shape[1:]}, but "
+                             f"the trained images are {dataset.train.shape[1:]}")
+        dataset = dataclasses.replace(
+            dataset, heldout=h.train, heldout_labels=h.train_labels, heldout_source=h.train_source,
+            heldout_flipped=h.train_flipped, name=f"{dataset.name} / held out: {h.name}")
+    return Target(src, dataset)
 
 
 def as_target(target) -> Target:
@@ -151,7 +169,8 @@ def job_target(config, workdir: str) -> Target:
     if spec:
         if config.get("target_workdir", ""):
             raise ValueError("model.source, target_workdir: set at most one")
-        return load_target(spec, config.get("data"), step=step, field="model.source")
+        return load_target(spec, config.get("data"), heldout_config=config.get("heldout_data"),
+                           step=step, field="model.source")
     from memjax import side
 
     return as_target(side.load_target(config.target_workdir, config.get("target"), workdir,
