@@ -461,6 +461,8 @@ def validate_config(config) -> None:
         data_field, data_config = _data_section(config)
         if data_config is not None:  # a workdir source needs none; load_target says so
             data_lib.validate_data_config(data_config, prefix=data_field)
+        if config.get("heldout_data") is not None:
+            data_lib.validate_data_config(config.heldout_data, prefix="heldout_data")
     elif not config.model.workdir:
         from memjax import training
 

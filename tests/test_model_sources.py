@@ -151,3 +151,19 @@ def test_sample_job_from_a_callable_source(tmp_path, monkeypatch):
     c.label, c.target_workdir = -1, "/some/workdir"
     with pytest.raises(ValueError, match="model.source, target_workdir: set at most one"):
         sources.job_target(c, str(tmp_path / "s"))
+
+
+@pytest.mark.parametrize("variant", ["tfds", "folder"])
+def test_cifar10_diffusers_config_validates(variant):
+    module = _config_module("cifar10_diffusers_audit")
+    c = module.get_config(variant)
+    audit.validate_config(c)
+    assert "train" not in c and c.model.source.startswith("diffusers:")
+    assert c.data.source == c.heldout_data.source == variant
+    if variant == "tfds":
+        assert (c.data.split, c.heldout_data.split) == ("train", "test")
+    c.heldout_data.num_heldout = -2
+    with pytest.raises(ValueError, match="heldout_data.num_heldout"):
+        audit.validate_config(c)
+    with pytest.raises(ValueError, match="config argument"):
+        module.get_config("hdf5")
