@@ -57,3 +57,40 @@ def test_audit_end_to_end_from_a_diffusers_directory(tmp_path):
     ease = [line for line in again if line.startswith("[ease]")]
     assert len(ease) == 2 and all(line.endswith(": cached") for line in ease), again
     assert not any("recomputing" in line for line in again), again
+
+
+def _png_folder(path, n, seed):
+    import numpy as np
+    from PIL import Image
+
+    path.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path / f"{i:03d}.png")
+    return str(path)
+
+
+def test_cifar10_diffusers_config_runs_on_image_folders(tmp_path):
+    """configs/cifar10_diffusers_audit.py:folder as documented, shrunk: a random 32x32x3
+    UNet2DModel directory (pipeline layout: unet/ + scheduler/) and two folders of PNGs."""
+    from memjax import audit
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(**dict(TINY_UNET, sample_size=32, in_channels=3,
+                                        out_channels=3)).eval()
+    unet.save_pretrained(tmp_path / "pipe" / "unet")
+    diffusers.DDPMScheduler().save_pretrained(tmp_path / "pipe" / "scheduler")
+    spec = importlib.util.spec_from_file_location(
+        "cifar10_diffusers_audit_under_test", os.path.join(REPO, "configs", "cifar10_diffusers_audit.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("folder")
+    c.model.source = f"diffusers:{tmp_path / 'pipe'}"
+    c.data.update(path=_png_folder(tmp_path / "train", 4, 0), num_train=4)
+    c.heldout_data.update(path=_png_folder(tmp_path / "test", 3, 1), num_train=3)
+    c.ease.network.settings, c.ease.exact.settings = ((1, 1),), ((2, 1),)
+    c.sampling.num_samples = 0
+    report = audit.run_audit(c, str(tmp_path / "audit"), progress=False, log=lambda s: None)
+    assert report["data"]["num_trained"] == 4 and report["data"]["num_heldout"] == 3
+    assert report["data"]["image_shape"] == [32, 32, 3]
+    assert "DiscreteVP schedule" in report["model"]["description"]
