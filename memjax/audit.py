@@ -239,8 +239,8 @@ def audit_arrays(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np
     growth (paper 000 Algorithm 1 / eq. 13) of every ``trained`` and ``heldout`` image
     ``[n, H, W, C]`` under ``score_fn(x, t)`` on ``sde`` (any VP schedule), and how well it
     separates the two groups: the AUROC (trained positive; Mann-Whitney) and Welch's t-test
-    (float64), as in :func:`run_audit`'s report. Works on any model: a memjax network, a
-    diffusers port, a torch module through :mod:`memjax.interop.torch`, a closed-form score.
+    (float64), as in :func:`run_audit`'s report; any model (memjax, diffusers port, torch
+    bridge, closed form).
 
     Returns ``{setting name: {"num_axes", "steps", "auroc", "p_value", "t_statistic",
     "mean_trained", ..., "trained": [n], "heldout": [m], "stable_trained",
@@ -256,8 +256,8 @@ def audit_arrays(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np
                          f"got {heldout.shape[1:]}")
     if heldout.shape[0] < 2 or trained.shape[0] < 2:
         raise ValueError("trained, heldout: expected at least 2 images in each group")
-    _checks.check_positive_int("grid_steps", grid_steps)
-    _checks.check_positive_int("batch_size", batch_size)
+    for name, v in (("grid_steps", grid_steps), ("batch_size", batch_size)):
+        _checks.check_positive_int(name, v)
     _checks.check_choice("method", method, ("jvp", "finite_difference"))
     _checks.check_choice("accumulate", accumulate, ("qr", "norms"))
     parsed = parse_settings(settings, dim=int(np.prod(trained.shape[1:])), grid_steps=grid_steps)
