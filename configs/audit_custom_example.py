@@ -8,8 +8,10 @@
 The argument after ``:`` picks the data source (default ``tfds``):
 
   tfds    a TFDS dataset by name (``train.data.name``, e.g. "cifar10", "mnist", "celeb_a"),
-          read with ``tfds.data_source``; prepare it once beforehand (``tfds build cifar10``) or
-          set ``train.data.download = True``: memjax never downloads on its own.
+          read with ``tfds.data_source``, which reads only ArrayRecord: prepare it once with
+          ``tfds build cifar10 --file_format=array_record`` (the build needs TensorFlow once;
+          the default TFRecord output cannot be read) or set ``train.data.download = True``:
+          memjax never downloads on its own.
   npz     a NumPy archive (``train.data.path``) holding an ``image`` array [n, H, W, C]
           (uint8 0..255 or floats) and optionally ``label`` (``train.data.image_key`` /
           ``label_key`` rename them).

@@ -3,8 +3,11 @@ unmemorized" model, trained on all 50,000 training images + their mirror images.
 
     python -m memjax.scripts.train --config=configs/cifar10_ddpm.py --workdir=/path/run
 
-Needs the prepared TFDS ``cifar10`` (``tfds build cifar10`` once, or set
-``--config.data.download=True``; nothing is downloaded otherwise).
+Needs TFDS ``cifar10`` prepared once in the ArrayRecord format, the only one
+``tfds.data_source`` reads: ``tfds build cifar10 --file_format=array_record`` (plain
+``tfds build cifar10`` writes TFRecord shards, which memjax cannot open; the build needs
+TensorFlow installed once), or set ``--config.data.download=True`` (``tfds.data_source`` then
+prepares ArrayRecord itself). Nothing is downloaded otherwise.
 
 Paper 000 ("The Ease of Reproducing Memorized Images"): "The 50,000 CIFAR10 images were
 horizontally flipped and doubled to 100,000. We trained the model on them for 1,500 epochs,

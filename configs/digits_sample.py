@@ -9,6 +9,10 @@ Fields:
   target_workdir: a training workdir (``memjax.scripts.train``); empty: train ``target``
     (the digits_overfit config) under ``workdir/target`` first.
   target_step: checkpoint step (0: the latest).
+  model.source: instead, any model source ("diffusers:PATH", "package.module:function",
+    memjax.jobs.sources.load_model_source); a non-memjax model needs a ``data`` section
+    (memjax.data.data_config) in the config: its training images, for the nearest-neighbour
+    statistics.
   seed: chunk ``c`` draws from ``fold_in(key(seed), c)``; each sample's noise from its index.
   num_samples, chunk_size: how many samples, and how many per resumable chunk file.
   sampler: "ddim" (eta: stochasticity), "sde" (Euler-Maruyama, paper 000 eq. 2) or "ode"
@@ -35,6 +39,7 @@ def get_config(variant: str = ""):
     c = ml_collections.ConfigDict()
     c.target_workdir = ""
     c.target_step = 0
+    c.model = ml_collections.ConfigDict(dict(source=""))
     c.target = module._train_config(tiny)
     c.seed = 0
     c.num_samples = 8 if tiny else 512

@@ -58,7 +58,7 @@ from memjax.volume_settings import (Setting, VolumeCurves, covering_run, nested_
                                     parse_settings, plan_runs, volume_curves)
 from memjax.workdir import fingerprint  # noqa: F401
 
-__all__ = ["STAGES", "Subject", "prepare_model", "ease_scores", "run_audit", "validate_config",
+__all__ = ["STAGES", "Subject", "prepare_model", "ease_scores", "audit_arrays", "run_audit", "validate_config",
            "restore_trained", "Setting", "parse_settings", "plan_runs", "covering_run",
            "nested_axes", "VolumeCurves", "volume_curves", "separation", "memorization_metrics",
            "build_report", "make_figures", "summary_table", "report_markdown"]
@@ -118,13 +118,25 @@ def _trained_steps(model_dir, keep: int) -> int:
         return 0
 
 
+def _data_section(config) -> tuple[str, Any]:
+    """Where a ``model.source`` that is not a memjax workdir takes its trained / held-out
+    images from: ``config.data``, else ``config.train.data`` (None when neither exists)."""
+    if "data" in config:
+        return "data", config.data
+    if "train" in config and "data" in config.train:
+        return "train.data", config.train.data
+    return "data", None
+
+
 def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -> Subject:
     """Stage ``model``: trains ``config.train`` into ``workdir/model`` (resuming from its last
     checkpoint), or restores ``config.model.workdir`` (a memjax training workdir),
     ``config.model.checkpoint`` (an orbax checkpoint directory of a memjax train state, with the
     architecture of ``config.train.model`` and the split of ``config.train.data``) or loads
-    ``config.model.source`` (:func:`memjax.jobs.sources.load_model_source`, with the split of
-    ``config.train.data``)."""
+    ``config.model.source`` (:func:`memjax.jobs.sources.load_target`: a training workdir with
+    its own split, or a diffusers directory / ``module:function`` with the split of
+    ``config.data``, else ``config.train.data``, and the held-out images of
+    ``config.heldout_data`` when set)."""
     from memjax import data as data_lib
     from memjax import training
     from memjax.jobs import sources
@@ -133,16 +145,17 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
     if m.workdir:
         src = sources.load_model_source(m.workdir, step=m.step or None, field="model.workdir")
         return _subject(src, src.trained.dataset)
-    if m.checkpoint or m.get("source", ""):
+    if m.get("source", ""):
+        data_field, data_config = _data_section(config)
+        t = sources.load_target(m.source, data_config, heldout_config=config.get("heldout_data"),
+                                step=m.step or None, field="model.source", data_field=data_field)
+        return _subject(t.source, t.dataset)
+    if m.checkpoint:
         training.validate_config(config.train)
         dataset = data_lib.load_dataset(config.train.data)
-        if m.checkpoint:
-            trained = restore_trained(config.train, m.checkpoint, dataset, step=m.step or None)
-            src = sources.from_trained(trained, f"restored checkpoint {m.checkpoint} "
-                                                 f"(step {trained.step})")
-        else:
-            src = sources.load_model_source(m.source, field="model.source")
-        return _subject(src, dataset)
+        trained = restore_trained(config.train, m.checkpoint, dataset, step=m.step or None)
+        return _subject(sources.from_trained(trained, f"restored checkpoint {m.checkpoint} "
+                                                      f"(step {trained.step})"), dataset)
     model_dir = f"{workdir}/model"
     num_steps = int(config.train.training.num_steps)
     done = _trained_steps(model_dir, int(config.train.training.keep_checkpoints))
@@ -213,6 +226,51 @@ def ease_scores(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np.
                       "stable_heldout": st[n:], "run": r}
     return out, timing
 
+
+
+def audit_arrays(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np.ndarray, *,
+                 key: PRNGKeyArray, settings: Sequence = ((1, 1), (-1, 1)), grid_steps: int = 1000,
+                 batch_size: int = 32, method: str = "jvp", accumulate: str = "qr",
+                 solver: str = "euler", sigma: float = 0.05, check_stability: bool = False,
+                 progress: bool = False) -> dict:
+    r"""The audit's ease-of-reproduction test on arrays: no workdir, no config.
+
+    For each setting ``(N axes, steps)`` (``N = -1``: the full volume ``D``), the log volume
+    growth (paper 000 Algorithm 1 / eq. 13) of every ``trained`` and ``heldout`` image
+    ``[n, H, W, C]`` under ``score_fn(x, t)`` on ``sde`` (any VP schedule), and how well it
+    separates the two groups: the AUROC (trained positive; Mann-Whitney) and Welch's t-test
+    (float64), as in :func:`run_audit`'s report; any model (memjax, diffusers port, torch
+    bridge, closed form).
+
+    Returns ``{setting name: {"num_axes", "steps", "auroc", "p_value", "t_statistic",
+    "mean_trained", ..., "trained": [n], "heldout": [m], "stable_trained",
+    "stable_heldout"}}`` (growth arrays as NumPy).
+    """
+    if not callable(score_fn):
+        raise ValueError(f"score_fn: expected a callable score_fn(x, t), got {type(score_fn).__name__}")
+    _checks.check_schedule("sde", sde)
+    trained = np.asarray(_checks.as_array("trained", trained, ndim=4), np.float32)
+    heldout = np.asarray(_checks.as_array("heldout", heldout, ndim=4), np.float32)
+    if trained.shape[1:] != heldout.shape[1:]:
+        raise ValueError(f"heldout: expected images of shape {trained.shape[1:]} like trained, "
+                         f"got {heldout.shape[1:]}")
+    if heldout.shape[0] < 2 or trained.shape[0] < 2:
+        raise ValueError("trained, heldout: expected at least 2 images in each group")
+    for name, v in (("grid_steps", grid_steps), ("batch_size", batch_size)):
+        _checks.check_positive_int(name, v)
+    _checks.check_choice("method", method, ("jvp", "finite_difference"))
+    _checks.check_choice("accumulate", accumulate, ("qr", "norms"))
+    parsed = parse_settings(settings, dim=int(np.prod(trained.shape[1:])), grid_steps=grid_steps)
+    options = dict(method=method, accumulate=accumulate, sigma=float(sigma), solver=solver,
+                   check_stability=bool(check_stability))
+    res, _ = ease_scores(score_fn, sde, trained, heldout, parsed, key=key, grid_steps=grid_steps,
+                         batch_size=batch_size, options=options, progress=progress,
+                         log=lambda line: None)
+    return {s.name: {"num_axes": s.num_axes, "steps": s.steps,
+                     **separation(r["trained"], r["heldout"]),
+                     **{k: np.asarray(r[k]) for k in ("trained", "heldout", "stable_trained",
+                                                      "stable_heldout")}}
+            for s, r in res.items()}
 
 
 # =================================================================================================
@@ -397,7 +455,15 @@ def validate_config(config) -> None:
     chosen = [f for f in ("workdir", "checkpoint", "source") if config.model.get(f, "")]
     if len(chosen) > 1:
         raise ValueError(f"model.{', model.'.join(chosen)}: set at most one")
-    if not config.model.workdir:
+    if config.model.get("source", ""):
+        from memjax import data as data_lib
+
+        data_field, data_config = _data_section(config)
+        if data_config is not None:  # a workdir source needs none; load_target says so
+            data_lib.validate_data_config(data_config, prefix=data_field)
+        if config.get("heldout_data") is not None:
+            data_lib.validate_data_config(config.heldout_data, prefix="heldout_data")
+    elif not config.model.workdir:
         from memjax import training
 
         try:

@@ -362,9 +362,12 @@ class _TfdsSource(_Source):
         try:
             self.ds = tfds.data_source(config.name, **kwargs)
         except Exception as e:  # noqa: BLE001 -- re-raised with the field that caused it
+            hint = ("; tfds.data_source reads only ArrayRecord: prepare it with `tfds build "
+                    f"{config.name} --file_format=array_record`" if "file format" in str(e)
+                    else "")
             raise ValueError(f"data.name: could not open TFDS dataset {config.name!r} split "
                              f"{config.split!r} (data_dir={config.data_dir or 'default'}, "
-                             f"download={bool(config.download)}): {e}") from e
+                             f"download={bool(config.download)}): {e}{hint}") from e
         self.image_key, self.label_key = config.image_key or "image", config.label_key
         try:
             feature = self.ds.dataset_info.features[self.label_key] if self.label_key else None

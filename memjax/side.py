@@ -138,6 +138,11 @@ def default_config() -> ml_collections.ConfigDict:
       target_workdir: training workdir of the target model (:func:`memjax.training.load_trained`).
         Empty: the script trains ``target`` (a training config) under ``workdir/target``.
       target_step: checkpoint step of the target to use (0: the latest).
+      model.source: instead of ``target_workdir``, any model source
+        (:func:`memjax.jobs.sources.load_model_source`: ``"diffusers:PATH"``,
+        ``"package.module:function"``); its training images (the original labels, and the
+        similarity of extractions) come from a data section ``config.data``
+        (:func:`memjax.data.data_config`), which the config then has to add.
       labels: ``"original"`` (a normal classifier on the training labels; "OL") or ``"kmeans"``.
       num_clusters: K for k-means (paper: 100).
       kmeans_features: ``"pixels"`` or ``"classifier"`` (the normal classifier's penultimate
@@ -159,6 +164,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.target_workdir = ""
     c.target_step = 0
+    c.model = ml_collections.ConfigDict(dict(source=""))
     c.labels = "original"
     c.num_clusters = 10
     c.kmeans_features = "pixels"
@@ -381,12 +387,12 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
     Each stage is reused only when the config fields and stages it depends on are unchanged.
 
     Args:
-      trained: a :class:`memjax.training.Trained` (default: ``load_trained(config.target_workdir)``).
+      trained: a :class:`memjax.training.Trained` or :class:`memjax.jobs.sources.Target`
+        (default: :func:`memjax.jobs.sources.job_target` of ``config``).
       stop_after_lambdas: compute at most this many new lambdas, then return (tests, preemption).
     Returns:
       a summary dict (also written to ``workdir/summary.json``).
     """
-    from memjax import training
     from memjax.jobs import run_info, sources
 
     validate_config(config)
@@ -394,14 +400,15 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
     wd.save_json(f"{workdir}/side_config.json", config)
     wd.save_json(f"{workdir}/run_info.json", run_info(config))
     if trained is None:
-        if not config.target_workdir:
-            raise ValueError("target_workdir: expected the training workdir of the target model")
-        trained = training.load_trained(config.target_workdir, step=int(config.target_step) or None)
-    sde, ds = trained.sde, trained.dataset
+        if not (config.target_workdir or config.get("model", {}).get("source", "")):
+            raise ValueError("target_workdir: expected the training workdir of the target model "
+                             "(or model.source)")
+        trained = sources.job_target(config, workdir)
+    src, ds = sources.as_target(trained)
+    sde, score_fn = src.sde, src.score_fn
     train_images = np.asarray(ds.train, np.float32)
     shape = tuple(train_images.shape[1:])
-    score_fn = training.trained_score_fn(trained)
-    target_key = wd.fingerprint(sources.model_id(trained.model), train_images)
+    target_key = wd.fingerprint(src.model_id, train_images)
     clf, clf_key = _classifier_stage(config, workdir, ds, train_images, target_key, log)
     sc = config.synthetic
     syn_key = (target_key, sc.to_dict(), int(config.seed), CODE_VERSION)

@@ -1,5 +1,6 @@
-"""The sample job (``memjax-sample``): chunked samples of a trained model and how close they
-are to the training set.
+"""The sample job (``memjax-sample``): chunked samples of a model (a memjax training workdir,
+a diffusers directory or ``module:function``: :func:`memjax.jobs.sources.job_target`) and how
+close they are to its training set.
 
 Each chunk ``workdir/samples/chunk_<c>.npz`` is a stage keyed by the model, the sampler fields,
 the seed and the chunk (:func:`memjax.workdir.cached`): an interrupted run resumes from the
@@ -70,9 +71,11 @@ def nearest_stats(samples: np.ndarray, train: np.ndarray) -> tuple[dict, np.ndar
             "unique_nearest": int(len(np.unique(idx))), "similarity_space": "pixels"}, idx
 
 
-def run(config, workdir: str, trained, *, stop_after_chunks: int | None = None,
+def run(config, workdir: str, target, *, stop_after_chunks: int | None = None,
         log: Callable[[str], None] = print) -> dict:
-    """Draws ``config.num_samples`` samples in chunks of ``config.chunk_size``, then writes
+    """Draws ``config.num_samples`` samples of ``target`` (a :class:`memjax.training.Trained`
+    or a :class:`memjax.jobs.sources.Target`: any model source and its training images, see
+    :func:`memjax.jobs.sources.job_target`) in chunks of ``config.chunk_size``, then writes
     ``samples.npz``, ``grid.png``, ``nearest.png`` (samples over their nearest training images),
     ``stats.json`` and ``run_info.json``.
 
@@ -85,14 +88,20 @@ def run(config, workdir: str, trained, *, stop_after_chunks: int | None = None,
 
     validate_config(config)
     workdir = str(workdir)
-    score_fn = score_for(trained, int(config.label), float(config.guidance_scale))
+    src, dataset = sources.as_target(target)
+    if src.trained is not None:
+        score_fn = score_for(src.trained, int(config.label), float(config.guidance_scale))
+    elif int(config.label) >= 0:
+        raise ValueError(f"label: {src.description} is an unconditional score_fn; use label = -1")
+    else:
+        score_fn = src.score_fn
     cond = (None if int(config.label) < 0 else
             np.full(config.num_samples, int(config.label), np.int32))
-    smp = sampling.make_sampler(score_fn, trained.sde, tuple(trained.dataset.image_shape),
+    smp = sampling.make_sampler(score_fn, src.sde, tuple(np.shape(dataset.train)[1:]),
                                 sampler=config.sampler, num_steps=config.num_steps,
                                 eta=config.eta, denoise=config.denoise,
                                 batch_size=config.batch_size)
-    base = (sources.model_id(trained.model), {f: config[f] for f in SAMPLER_FIELDS},
+    base = (src.model_id, {f: config[f] for f in SAMPLER_FIELDS},
             int(config.seed), int(config.chunk_size), CODE_VERSION)
     key = jax.random.key(config.seed)
     chunks, new = [], 0
@@ -109,7 +118,7 @@ def run(config, workdir: str, trained, *, stop_after_chunks: int | None = None,
         new += not reused
     samples = np.concatenate(chunks)
     wd.save_npz(f"{workdir}/samples.npz", images=samples)
-    train = np.asarray(trained.dataset.train, np.float32)
+    train = np.asarray(dataset.train, np.float32)
     near, idx = nearest_stats(samples, train)
     stats = {"num_samples": int(len(samples)), "sampler": config.sampler,
              "num_steps": config.num_steps, **near, "complete": True}

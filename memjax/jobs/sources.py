@@ -7,6 +7,13 @@ Model sources (:func:`load_model_source`)::
     "diffusers:PATH"                 a pretrained diffusers UNet through
                                      ``memjax.interop.diffusers.load_pretrained(PATH)``
 
+A memjax workdir brings the split it was trained on (``data_split.npz``); any other model
+takes its trained / held-out images from the job's data section ``data`` (:func:`load_target`:
+``memjax.data.load_dataset``; TFDS, ``.npz`` or an image folder), its held-out images from
+``heldout_data`` when the config has one (e.g. a test split). Stage keys hold the
+source's ``model_id``: a content hash of the weights (workdir, diffusers) or of the
+``module:function`` spec and its module's source file, so a changed model recomputes.
+
 Feature sources (:func:`load_features`)::
 
     "pixels"                         flattened images
@@ -27,7 +34,8 @@ import numpy as np
 
 from memjax import workdir as wd
 
-__all__ = ["ModelSource", "load_model_source", "from_trained", "model_id", "load_features", "named"]
+__all__ = ["ModelSource", "Target", "load_model_source", "load_target", "as_target", "job_target",
+           "from_trained", "model_id", "load_features", "named"]
 
 
 class ModelSource(NamedTuple):
@@ -71,14 +79,12 @@ def load_model_source(spec: str, *, step: int | None = None, field: str = "model
         from memjax.interop import diffusers as hf  # available with the interop bridges
 
         m = hf.load_pretrained(spec.split(":", 1)[1])
-        return ModelSource(m.score_fn, m.schedule, wd.fingerprint(spec), f"diffusers {spec[10:]}")
+        return ModelSource(m.score_fn, m.schedule, wd.fingerprint(model_id(m.model),
+                                                                  m.scheduler_config),
+                           f"diffusers {spec[10:]}, {type(m.schedule).__name__} schedule, "
+                           f"{m.prediction_type} prediction")
     if ":" in spec and "://" not in spec and not os.path.exists(spec):
-        mod, fn = spec.split(":", 1)
-        try:
-            score_fn, sde = getattr(importlib.import_module(mod), fn)()
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"{field}: cannot import {spec!r} ({e})") from e
-        return ModelSource(score_fn, sde, wd.fingerprint(spec), f"{spec}")
+        return _from_callable(spec, field)
     from memjax import training
 
     if not (wd.as_path(spec) / training.CONFIG_FILENAME).exists():
@@ -86,6 +92,89 @@ def load_model_source(spec: str, *, step: int | None = None, field: str = "model
                          "training workdir?")
     trained = training.load_trained(spec, step=step)
     return from_trained(trained, f"restored {spec} (step {trained.step})")
+
+
+def _from_callable(spec: str, field: str) -> ModelSource:
+    """``"package.module:function"``: ``function() -> (score_fn, sde)``."""
+    mod, fn = spec.split(":", 1)
+    try:
+        module = importlib.import_module(mod)
+        out = getattr(module, fn)()
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{field}: cannot import {spec!r} ({e})") from e
+    if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):
+        raise ValueError(f"{field}: {spec} must return a (score_fn, sde) pair, got "
+                         f"{type(out).__name__}")
+    file = getattr(module, "__file__", None)
+    code = open(file, "rb").read().hex() if file and os.path.isfile(file) else ""
+    return ModelSource(out[0], out[1], wd.fingerprint(spec, code),
+                       f"{spec}, {type(out[1]).__name__} schedule")
+
+
+class Target(NamedTuple):
+    """A job's model and the images it was trained on / held out from
+    (:class:`memjax.data.Dataset`)."""
+
+    source: ModelSource
+    dataset: Any
+
+
+def load_target(spec: str, data_config=None, *, heldout_config=None, step: int | None = None,
+                field: str = "model.source", data_field: str = "data") -> Target:
+    """The model of ``spec`` (:func:`load_model_source`) and its data: a memjax workdir's own
+    split, else ``memjax.data.load_dataset(data_config)`` (``ValueError`` naming
+    ``data_field`` when there is none).
+
+    ``heldout_config`` (optional, a second data config): the held-out images come from it
+    instead (its ``num_train`` images), e.g. the CIFAR-10 test split for a checkpoint trained
+    on the whole training split; ``data_config`` then gives only the trained images.
+    """
+    src = load_model_source(spec, step=step, field=field)
+    if src.trained is not None:
+        return Target(src, src.trained.dataset)
+    if data_config is None:
+        raise ValueError(f"{data_field}: {field} {spec!r} is not a memjax training workdir, so "
+                         "the job needs a data section naming its trained / held-out images")
+    import dataclasses
+
+    from memjax import data as data_lib
+
+    data_lib.validate_data_config(data_config, prefix=data_field)
+    dataset = data_lib.load_dataset(data_config)
+    if heldout_config is not None:
+        data_lib.validate_data_config(heldout_config, prefix=f"heldout_{data_field}")
+        h = data_lib.load_dataset(heldout_config)
+        if h.train.shape[1:] != dataset.train.shape[1:]:
+            raise ValueError(f"heldout_{data_field}: images of shape {h.train.shape[1:]}, but "
+                             f"the trained images are {dataset.train.shape[1:]}")
+        dataset = dataclasses.replace(
+            dataset, heldout=h.train, heldout_labels=h.train_labels, heldout_source=h.train_source,
+            heldout_flipped=h.train_flipped, name=f"{dataset.name} / held out: {h.name}")
+    return Target(src, dataset)
+
+
+def as_target(target) -> Target:
+    """``target`` as a :class:`Target`: a Target, or a :class:`memjax.training.Trained`."""
+    if isinstance(target, Target):
+        return target
+    return Target(from_trained(target, f"memjax model (step {target.step})"), target.dataset)
+
+
+def job_target(config, workdir: str) -> Target:
+    """The model of a sample / SIDE config: ``model.source`` (its data from ``config.data``
+    unless it is a memjax workdir), else ``target_workdir``, else ``target`` (a training
+    config) trained under ``workdir/target`` (:func:`memjax.side.load_target`)."""
+    spec = config.get("model", {}).get("source", "")
+    step = int(config.get("target_step", 0)) or None
+    if spec:
+        if config.get("target_workdir", ""):
+            raise ValueError("model.source, target_workdir: set at most one")
+        return load_target(spec, config.get("data"), heldout_config=config.get("heldout_data"),
+                           step=step, field="model.source")
+    from memjax import side
+
+    return as_target(side.load_target(config.target_workdir, config.get("target"), workdir,
+                                      step or 0))
 
 
 def named(fn: Callable, name: str) -> Callable:

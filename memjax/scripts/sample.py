@@ -28,13 +28,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import json
 
-    from memjax import side
+    from memjax.jobs import sources
     from memjax.jobs import sample as sample_job
 
     common.setup()
     config, workdir = _CONFIG.value, _WORKDIR.value
-    trained = side.load_target(config.target_workdir, config.get("target"), workdir,
-                               config.target_step)
+    trained = sources.job_target(config, workdir)
     print(json.dumps(sample_job.run(config, workdir, trained), indent=1))
 
 

@@ -27,12 +27,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from memjax import side
+    from memjax.jobs import sources
 
     common.setup()
     config, workdir = _CONFIG.value, _WORKDIR.value
     side.validate_config(config)
-    trained = side.load_target(config.target_workdir, config.get("target"), workdir,
-                               config.target_step)
+    trained = sources.job_target(config, workdir)
     summary = side.run(config, workdir, trained=trained)
     print(open(f"{workdir}/results.md").read() if summary.get("lambdas_done") else summary)
 
