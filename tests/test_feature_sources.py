@@ -107,3 +107,44 @@ def test_evaluate_with_a_feature_network_by_path(dino, tmp_path):
                      log=lines.append)
     assert again["cosine"]["summary"] == out["cosine"]["summary"]
     assert not any("features_" in ln and "recomputing" in ln for ln in lines)
+
+
+def _side_config(dino):
+    from configs.digits_side import get_config
+
+    c = get_config("tiny")
+    c.labels, c.kmeans_features, c.num_clusters = "kmeans", dino, 3
+    c.target.training.update(num_steps=2, checkpoint_every=2)   # numbers meaningless: a smoke run
+    c.synthetic.update(num_samples=24, heldout=6)
+    c.extraction.update(lambdas=(0,), samples_per_class=2)
+    c.metrics.update(measure="cosine", features=dino, n=4)
+    c.metrics.bands = {"high": (0.99, 1.0), "mid": (0.9, 0.99)}
+    return c
+
+
+@pytest.mark.slow
+def test_side_with_a_feature_network_by_path(dino, tmp_path):
+    from memjax import side
+
+    c = _side_config(dino)
+    c.metrics.bands = {}
+    with pytest.raises(ValueError, match="metrics.bands: no similarity bands"):
+        side.validate_config(c)
+    c = _side_config(dino)
+    c.metrics.measure = "normalized_l2"
+    with pytest.raises(ValueError, match="metrics.features"):
+        side.validate_config(c)
+    c = _side_config(dino)
+    trained = side.load_target("", c.target, str(tmp_path / "owner"))
+    summary = side.run(c, str(tmp_path / "side"), trained=trained, log=lambda s: None)
+    space = "dinov2-d32x2p14"
+    assert summary["feature_space"] == space and summary["kmeans_feature_space"] == space
+    assert summary["similarity"] == f"cosine in {space}"
+    assert summary["bands_origin"] == "user-chosen (metrics.bands)"
+    stage = tmp_path / "side" / "lambdas" / f"{side.lambda_tag(0)}.npz"
+    row = json.loads(np.load(stage)["row"].item())
+    assert np.isfinite(row["mean_best"]) and -1.0 <= row["mean_best"] <= 1.0 + 1e-6
+    assert all(0.0 <= v <= 1.0 for v in row["ams"].values())
+    assert f"cosine in {space} space; bands: user-chosen" in (
+        tmp_path / "side" / "results.md").read_text()
+    assert np.load(tmp_path / "side" / "features_synthetic.npz")["features"].shape == (24, 32)
