@@ -148,3 +148,37 @@ def test_side_with_a_feature_network_by_path(dino, tmp_path):
     assert f"cosine in {space} space; bands: user-chosen" in (
         tmp_path / "side" / "results.md").read_text()
     assert np.load(tmp_path / "side" / "features_synthetic.npz")["features"].shape == (24, 32)
+
+
+def _audit_config(dino, **bands):
+    from configs.digits_audit import get_config
+
+    c = get_config("tiny")
+    c.train.training.update(num_steps=2, checkpoint_every=2)   # a smoke run: numbers meaningless
+    c.ease.network.enabled = False
+    c.ease.exact.settings = ((1, 1),)
+    c.sampling.update(num_samples=6, num_steps=2, batch_size=6)
+    c.memorization.features = dino
+    c.memorization.bands = bands
+    c.diverse.update(features=dino, method="knn_support", k=2)
+    return c
+
+
+@pytest.mark.slow
+def test_audit_with_a_feature_network_by_path(dino, tmp_path):
+    from memjax import audit
+
+    with pytest.raises(ValueError, match="memorization.bands: no similarity bands"):
+        audit.validate_config(_audit_config(dino))
+    report = audit.run_audit(_audit_config(dino, high=(0.99, 1.0), mid=(0.9, 0.99)),
+                             str(tmp_path / "a"), progress=False, log=lambda s: None)
+    space = "dinov2-d32x2p14"
+    fsim = report["memorization"]["feature_similarity"]
+    assert fsim["feature_space"] == space
+    assert fsim["bands_origin"] == "user-chosen (memorization.bands)"
+    assert all(np.isfinite(fsim[k]) for k in ("samples_mean", "heldout_mean"))
+    assert all(0.0 <= v <= 1.0 for r in fsim["ams_ums"].values() for k, v in r.items()
+               if k != "band")
+    assert report["diverse"]["feature_space"] == space
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert f"in **{space}** (bands: user-chosen" in md and f"in {space})" in md
