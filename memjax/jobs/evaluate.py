@@ -4,9 +4,11 @@ Compares generated images (an ``.npz``, an image folder, or the config's known-a
 with a training set (any memjax dataset, or a saved split) and writes under the workdir:
 
 * ``metrics.json``: nearest-neighbour similarity summaries and fractions in the named feature
-  space (paper 002), AMS / UMS in the paper's bands (paper 001 eqs. 14-15), Carlini's
-  normalized L2 and the extracted count (paper 000 eq. 7), diverse samples (paper 003), the
-  demo's ground truth when used, and the run information (versions, devices, config);
+  space (paper 002), AMS / UMS in that space's bands (paper 001 eqs. 14-15; SSCD bands only on
+  SSCD features, :mod:`memjax.jobs.feature_space`), the Fréchet distance in that space (FID
+  with Inception features), Carlini's normalized L2 and the extracted count (paper 000 eq. 7),
+  diverse samples (paper 003), the demo's ground truth when used, and the run information;
+* ``features_train.npz`` / ``features_generated.npz``: the cached feature stages;
 * ``figures/best_similarity.png``, ``figures/normalized_l2.png``, ``figures/closest_pairs.png``,
   ``figures/tsne_hull.png``;
 * ``generated.npz`` / ``train.npz``: the exact images that were compared.
