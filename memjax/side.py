@@ -487,8 +487,9 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
                                      clf_key, log)
     td, td_key = _tdkd_stage(config, workdir, synthetic, pl["logits"], pl_key, sde, log)
     num_classes = pl["logits"].shape[1]
-    rows, extracted, space = _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key,
-                                        train_images, shape, stop_after_lambdas, log)
+    rows, extracted, space = _extraction_stage(config, workdir, score_fn, sde, td, num_classes,
+                                               td_key, train_images, shape, stop_after_lambdas,
+                                               log)
     summary = {"num_classes": int(num_classes), "lambdas_done": [r["lambda"] for r in rows],
                "complete": len(rows) == len(config.extraction.lambdas),
                "similarity": f"{config.metrics.measure} in {space}", "feature_space": space,
