@@ -297,20 +297,15 @@ def _feature_similarity(config, subject, samples, *, workdir, cache, log) -> dic
     feature space ``memorization.features`` (paper 002's measure; AMS / UMS in its bands, paper
     001 eqs. 14-15, are read off in the report). Features are cached stages."""
     from memjax.jobs import feature_space as fs
-    from memjax.jobs import sources
     from memjax.metrics import memorization as mem
 
     mc = config.memorization
-    feats = sources.load_features(mc.features, train=subject.train,
-                                  workdir=f"{workdir}/classifier", seed=int(config.seed),
-                                  field="memorization.features")
-    space = getattr(feats, "name", mc.features)
+    embed, space = fs.embedder(mc.features, workdir, field="memorization.features",
+                               train=subject.train, seed=int(config.seed), log=log)
     bands, origin = fs.similarity_bands(mc.features, mc.get("bands"), field="memorization.bands",
                                         feature_space=space)
-    extra = fingerprint(subject.train, int(config.seed)) if mc.features == "classifier" else None
-    f = {k: fs.cached_features(feats, mc.features, x, f"{cache}/features_{k}", extra=extra,
-                               log=log)
-         for k, x in (("train", subject.train), ("samples", samples), ("heldout", subject.heldout))}
+    f = {k: embed(x, k) for k, x in (("train", subject.train), ("samples", samples),
+                                     ("heldout", subject.heldout))}
 
     def best():
         out = {}

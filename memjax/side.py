@@ -221,7 +221,7 @@ def validate_config(c) -> None:
     for name, b in c.metrics.bands.items():
         if len(tuple(b)) != 2 or not b[0] < b[1]:
             raise ValueError(f"metrics.bands.{name}: expected (lo, hi) with lo < hi, got {b!r}")
-    space = c.metrics.get("features", "pixels")
+    space = c.metrics.get("features", "pixels")  # a feature network: cosine in its bands
     if space != "pixels":
         fs.check_spec(space, "metrics.features")
         if space == "classifier" or c.metrics.measure != "cosine":
@@ -249,7 +249,6 @@ def _metric_bands(c, feature_space: str | None = None) -> tuple[dict, str]:
         return fs.similarity_bands(mc.get("features", "pixels"), mc.bands,
                                    field="metrics.bands", feature_space=feature_space)
     return band_objects(mc.bands), "user-chosen (metrics.bands)"
-
 
 
 # -- the stages ------------------------------------------------------------------------------------
@@ -323,17 +322,12 @@ def _pseudo_label_stage(config, workdir, synthetic, syn_key, clf, clf_key, log):
 def _kmeans_features(config, workdir, synthetic, clf, log) -> tuple[np.ndarray, str]:
     """The features k-means clusters and their space: pixels, the classifier's, or a feature
     network's (cached stage ``features_synthetic``)."""
-    spec = config.kmeans_features
-    if spec == "pixels":
-        return synthetic.reshape(len(synthetic), -1), "pixels"
-    if spec == "classifier":
-        return _features(clf, synthetic), "normal classifier features"
     from memjax.jobs import feature_space as fs
-    from memjax.jobs import sources
 
-    feats = sources.load_features(spec, field="kmeans_features")
-    return (fs.cached_features(feats, spec, synthetic, f"{workdir}/features_synthetic", log=log),
-            getattr(feats, "name", spec))
+    if config.kmeans_features == "classifier":
+        return _features(clf, synthetic), "normal classifier features"
+    embed, space = fs.embedder(config.kmeans_features, workdir, field="kmeans_features", log=log)
+    return embed(synthetic, "synthetic").reshape(len(synthetic), -1), space
 
 
 def _tdkd_stage(config, workdir, synthetic, teacher_logits, pl_key, sde, log):
@@ -381,15 +375,16 @@ def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, t
     smp = sampling.make_sampler(guided, sde, shape, sampler=e.sampler, num_steps=e.num_steps,
                                 eta=e.eta, batch_size=e.batch_size)
     classes = np.repeat(np.arange(num_classes, dtype=np.int32), e.samples_per_class)
-    embed, space = _metric_space(config, workdir, train_images, log)
+    from memjax.jobs import feature_space as fs
+
+    embed, space = fs.embedder(mc.get("features", "pixels"), workdir, field="metrics.features",
+                               log=log)
     bands, _ = _metric_bands(config, space)
     f_train = embed(train_images, "train")
     rows, extracted, new = [], {}, 0
     ekey = {k: v for k, v in e.to_dict().items() if k != "lambdas"}
     mkey = {k: v for k, v in mc.to_dict().items() if k != "grid_size"}
     if space != "pixels":
-        from memjax.jobs import feature_space as fs
-
         mkey["features_id"] = fs.spec_id(mc.features)
     for lam in e.lambdas:
         tag = lambda_tag(lam)
@@ -416,26 +411,6 @@ def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, t
         extracted[tag] = arrays
         rows.append(wd.json_loads(str(arrays["row"])))
     return rows, extracted, space
-
-
-def _metric_space(config, workdir, train_images, log) -> tuple[Callable, str]:
-    """``(embed(images, stage_name) -> rows, feature space name)`` for the scores: the images
-    themselves in pixel space, else the features of ``metrics.features`` (the training set's a
-    cached stage ``features_train``)."""
-    spec = config.metrics.get("features", "pixels")
-    if spec == "pixels":
-        return (lambda x, _: x), "pixels"
-    from memjax.jobs import feature_space as fs
-    from memjax.jobs import sources
-
-    feats = sources.load_features(spec, field="metrics.features")
-
-    def embed(x, stage):
-        if stage is None:
-            return np.asarray(feats(x), np.float32)
-        return fs.cached_features(feats, spec, x, f"{workdir}/features_{stage}", log=log)
-
-    return embed, getattr(feats, "name", spec)
 
 
 def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int] = None,

@@ -280,16 +280,10 @@ def _features(c, train, gen, workdir, log) -> tuple[np.ndarray, np.ndarray, str]
     """Features of the training and generated images (cached stages ``features_*.npz``, keyed
     by the feature spec, its weights' content and the images) and the feature space's name."""
     from memjax.jobs import feature_space as fs
-    from memjax.jobs import sources
 
-    feats = sources.load_features(c.features, train=train, workdir=f"{workdir}/classifier",
-                                  seed=int(c.seed))
-    extra = wd.fingerprint(train, int(c.seed)) if c.features == "classifier" else None
-    space = getattr(feats, "name", str(c.features))
-    return (fs.cached_features(feats, c.features, train, f"{workdir}/features_train",
-                               extra=extra, log=log),
-            fs.cached_features(feats, c.features, gen, f"{workdir}/features_generated",
-                               extra=extra, log=log), space)
+    embed, space = fs.embedder(c.features, workdir, field="features", train=train,
+                               seed=int(c.seed), log=log)
+    return embed(train, "train"), embed(gen, "generated"), space
 
 
 def _frechet(c, f_train, f_gen, space: str) -> dict:

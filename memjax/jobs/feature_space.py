@@ -26,8 +26,8 @@ import numpy as np
 
 from memjax import workdir as wd
 
-__all__ = ["NETWORKS", "check_spec", "spec_id", "cached_features", "similarity_bands",
-           "declared_bands_apply", "frechet_label"]
+__all__ = ["NETWORKS", "check_spec", "spec_id", "cached_features", "embedder",
+           "similarity_bands", "declared_bands_apply", "frechet_label"]
 
 NETWORKS = ("sscd", "dinov2", "inception", "squeezenet")
 
@@ -71,6 +71,27 @@ def cached_features(feats: Callable, spec: str, images: np.ndarray, stage: str, 
     arrays, _ = wd.cached(stage, key, lambda: {"features": np.asarray(feats(images), np.float32)},
                           log=log)
     return arrays["features"]
+
+
+def embedder(spec: str, workdir: str, *, field: str, train=None, seed: int = 0,
+             log: Callable[[str], None] | None = print) -> tuple[Callable, str]:
+    """``(embed, feature space name)``: ``embed(images, stage)`` returns the rows of ``spec``
+    (the images themselves for ``"pixels"``), cached as ``workdir/features_<stage>.npz`` when
+    ``stage`` is given and computed directly when it is None."""
+    if spec == "pixels":
+        return (lambda x, stage: np.asarray(x, np.float32).reshape(len(x), -1)), "pixels"
+    from memjax.jobs import sources
+
+    feats = sources.load_features(spec, train=train, workdir=f"{workdir}/classifier", seed=seed,
+                                  field=field)
+    extra = wd.fingerprint(train, int(seed)) if spec == "classifier" else None
+
+    def embed(x, stage):
+        if stage is None:
+            return np.asarray(feats(x), np.float32)
+        return cached_features(feats, spec, x, f"{workdir}/features_{stage}", extra=extra, log=log)
+
+    return embed, getattr(feats, "name", spec)
 
 
 def declared_bands_apply(spec: str) -> bool:
