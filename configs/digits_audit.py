@@ -42,8 +42,16 @@ Every field (``memjax.audit.run_audit`` reads them):
   memorization.n, memorization.alpha: Carlini et al.'s normalized L2 (paper 000 eq. 7) with
     the n nearest training images and alpha. memorization.delta: a sample is memorized when
     its normalized L2 < delta. memorization.ratio_threshold: also report d1/d2 < this.
+  memorization.features: also measure the cosine similarity of every sample (and held-out
+    image) to its nearest training image in a feature space: "pixels", "classifier" or a
+    feature network "sscd:PATH", "dinov2:PATH", "inception:PATH", "squeezenet:PATH"
+    (memjax.features; README "Feature spaces"); "" (default): pixel L2 criteria only.
+  memorization.bands: named bands name -> (lo, hi) of that cosine similarity for AMS / UMS,
+    reported as user-chosen; empty: paper 001's bands, declared for SSCD features only (any
+    other feature space then raises a ValueError before any work).
   diverse.enabled: count paper 003's diverse samples. diverse.features: "pixels",
-    "classifier" (memjax's digits classifier features) or "NAME:PATH" (memjax.features).
+    "classifier" (memjax's digits classifier features) or "NAME:PATH" (memjax.features, e.g.
+    "squeezenet:PATH" as paper 003).
     diverse.reference: the real points are the "train" images or "all" (train + held out).
     diverse.method: "tsne_hull" (paper 003: one t-SNE of [real; generated], convex hull of the
     real points; diverse.perplexity, diverse.num_iters) or "knn_support" (k-NN balls in feature space; diverse.k).
@@ -115,6 +123,8 @@ def get_config(variant: str = ""):
     c.memorization.alpha = 0.5
     c.memorization.delta = 1.0 / 3.0
     c.memorization.ratio_threshold = 1.0 / 3.0
+    c.memorization.features = ""
+    c.memorization.bands = ml_collections.ConfigDict()
 
     c.diverse = ml_collections.ConfigDict()
     c.diverse.enabled = True

@@ -24,10 +24,16 @@ Fields:
   generated.limit: use at most this many generated images (0: all).
   generated.demo_copies / demo_near / demo_novel / demo_noise: sizes of the demo's parts;
     demo_near_sigma: the noise added to the near copies.
-  features: "pixels" or "classifier" (memjax's digits classifier, trained and cached under
-    workdir/classifier; digits-shaped data only). The cosine similarity (the SSCD / DINOv2
-    role), the similarity fractions and the diverse samples use these features; L2 and
-    Carlini's normalized L2 are always computed on pixels, as in the papers.
+  features: "pixels", "classifier" (memjax's digits classifier, trained and cached under
+    workdir/classifier; digits-shaped data only) or a feature network "sscd:PATH",
+    "dinov2:PATH", "inception:PATH", "squeezenet:PATH" (memjax.features; README "Feature
+    spaces"). The cosine similarity, the similarity fractions, the diverse samples and the
+    Fréchet distance (FID with "inception:PATH") use these features, cached in the workdir
+    (features_*.npz); L2 and Carlini's normalized L2 are always computed on pixels.
+  memorization.bands: named cosine-similarity bands name -> (lo, hi) for AMS / UMS, reported
+    as user-chosen. Empty: paper 001's bands, which only SSCD features ("sscd:PATH") have;
+    any other feature space then raises a ValueError. The digits default below is chosen for
+    pixel cosines (not a paper's).
   memorization.n, memorization.alpha: normalized L2 (paper 000 eq. 7). memorization.delta:
     extracted when normalized L2 < delta.
   memorization.match: "best" or "all" (UMS reading, see memjax.metrics.memorization.ams_ums).
@@ -70,6 +76,8 @@ def get_config():
     c.memorization.match = "best"
     c.memorization.thresholds = (0.9, 0.95, 0.99)
     c.memorization.block_size = 0
+    c.memorization.bands = ml_collections.ConfigDict(dict(
+        low=(0.8, 0.9), mid=(0.9, 0.95), high=(0.95, 1.0)))
 
     c.diverse = ml_collections.ConfigDict()
     c.diverse.enabled = True

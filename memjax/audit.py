@@ -343,7 +343,40 @@ def _memorization_stage(config, subject, samples, cache, mesh, log):
         return {**{f"samples_{k}": s[k] for k in keys}, **{f"heldout_{k}": h[k] for k in keys}}
 
     key = (fingerprint(samples), fingerprint(subject.train, subject.heldout), margs, CODE_VERSION)
-    return wd.cached(f"{cache}/memorization", key, memo, log=log)
+    arrays, reused = wd.cached(f"{cache}/memorization", key, memo, log=log)
+    if mc.get("features", ""):
+        arrays = dict(arrays, feature_similarity=_feature_similarity(
+            config, subject, samples, workdir=cache.rsplit("/", 1)[0], cache=cache, log=log))
+    return arrays, reused
+
+
+def _feature_similarity(config, subject, samples, *, workdir, cache, log) -> dict:
+    """Best cosine similarity of every sample and held-out image to the training set in the
+    feature space ``memorization.features`` (paper 002's measure; AMS / UMS in its bands, paper
+    001 eqs. 14-15, are read off in the report). Features are cached stages."""
+    from memjax.jobs import feature_space as fs
+    from memjax.metrics import memorization as mem
+
+    mc = config.memorization
+    embed, space = fs.embedder(mc.features, workdir, field="memorization.features",
+                               train=subject.train, seed=int(config.seed), log=log)
+    bands, origin = fs.similarity_bands(mc.features, mc.get("bands"), field="memorization.bands",
+                                        feature_space=space)
+    f = {k: embed(x, k) for k, x in (("train", subject.train), ("samples", samples),
+                                     ("heldout", subject.heldout))}
+
+    def best():
+        out = {}
+        for k in ("samples", "heldout"):
+            sim, idx = mem.best_match(f[k], f["train"], measure="cosine")
+            out[f"{k}_cosine"], out[f"{k}_index"] = np.asarray(sim), np.asarray(idx)
+        return out
+
+    key = (fs.spec_id(mc.features), fingerprint(f["train"], f["samples"], f["heldout"]),
+           CODE_VERSION)
+    arrays, _ = wd.cached(f"{cache}/feature_similarity", key, best, log=log)
+    return {**arrays, "feature_space": space, "bands_origin": origin, "bands": bands,
+            "num_train": len(f["train"])}
 
 
 def _diverse_stage(config, subject, samples, workdir, cache, log):
@@ -360,17 +393,23 @@ def _diverse_stage(config, subject, samples, workdir, cache, log):
                                       workdir=f"{workdir}/classifier", seed=int(config.seed),
                                       field="diverse.features")
         fr, fg = np.asarray(feats(real)), np.asarray(feats(samples))
+        space = np.asarray(getattr(feats, "name", dc.features))
         if dc.method == "tsne_hull":
             res = dv.tsne_hull(fr, fg, key=jax.random.fold_in(jax.random.key(int(config.seed)), 3),
                                perplexity=float(dc.perplexity), num_iters=int(dc.num_iters))
             emb = np.concatenate([np.asarray(res.real_embedding),
                                   np.asarray(res.generated_embedding)])
-            return {"mask": np.asarray(res.diverse), "embedding": emb}
+            return {"mask": np.asarray(res.diverse), "embedding": emb, "feature_space": space}
         res = dv.knn_support(fr, fg, k=int(dc.k))
-        return {"mask": np.asarray(res.diverse), "embedding": np.zeros((0, 2), np.float32)}
+        return {"mask": np.asarray(res.diverse), "embedding": np.zeros((0, 2), np.float32),
+                "feature_space": space}
+
+    from memjax.jobs import feature_space as fs
 
     key = (fingerprint(samples), fingerprint(subject.train, subject.heldout), dc.to_dict(),
            int(config.seed), CODE_VERSION)
+    if ":" in dc.features:   # the weights' content, not only their path
+        key = key + (fs.spec_id(dc.features),)
     return wd.cached(f"{cache}/diverse", key, div, log=log)
 
 
@@ -420,6 +459,9 @@ def run_audit(config, workdir: str, *, progress: bool = True,
             f"{timings['samples']}")
         mem = _timed(timings, "memorization",
                      lambda: _memorization_stage(config, subject, samples, cache, mesh, log))
+        if "feature_similarity" in mem:
+            log(f"[memorization] cosine similarity in "
+                f"{mem['feature_similarity']['feature_space']} ({config.memorization.features})")
         log(f"[memorization] nearest training images of {len(samples)} samples and "
             f"{len(subject.heldout)} held-out images: {timings['memorization']}")
         if dc.enabled:
@@ -491,10 +533,12 @@ def validate_config(config) -> None:
     _checks.check_positive("memorization.alpha", mc.alpha)
     _checks.check_positive("memorization.delta", mc.delta)
     _checks.check_positive("memorization.ratio_threshold", mc.ratio_threshold)
-    f = config.diverse.features
-    if f not in ("pixels", "classifier") and not (isinstance(f, str) and ":" in f):
-        raise ValueError(f"diverse.features: expected 'pixels', 'classifier' or 'NAME:PATH', got "
-                         f"{f!r}")
+    from memjax.jobs import feature_space as fs
+
+    fs.check_spec(config.diverse.features, "diverse.features")
+    if mc.get("features", ""):
+        fs.check_spec(mc.features, "memorization.features")
+        fs.similarity_bands(mc.features, mc.get("bands"), field="memorization.bands")
     _checks.check_choice("diverse.method", config.diverse.method, ("tsne_hull", "knn_support"))
     _checks.check_choice("diverse.reference", config.diverse.reference, ("train", "all"))
     _checks.check_positive_int("report.num_show", config.report.num_show)

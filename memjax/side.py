@@ -145,8 +145,10 @@ def default_config() -> ml_collections.ConfigDict:
         (:func:`memjax.data.data_config`), which the config then has to add.
       labels: ``"original"`` (a normal classifier on the training labels; "OL") or ``"kmeans"``.
       num_clusters: K for k-means (paper: 100).
-      kmeans_features: ``"pixels"`` or ``"classifier"`` (the normal classifier's penultimate
-        features; needs labels to train it, so mostly for ablations).
+      kmeans_features: ``"pixels"``, ``"classifier"`` (the normal classifier's penultimate
+        features; needs labels to train it, so mostly for ablations) or a feature network
+        ``"sscd:PATH"``, ``"dinov2:PATH"``, ``"inception:PATH"``, ``"squeezenet:PATH"``
+        (:mod:`memjax.features`; the later version of paper 001 clusters SSCD features).
       classifier: ``stage_sizes``, ``width``, ``num_steps``, ``batch_size``, ``learning_rate``,
         ``weight_decay`` of the normal classifier (a :class:`memjax.models.ResNet`).
       synthetic: ``num_samples`` unguided samples from the target, ``sampler``, ``num_steps``,
@@ -155,9 +157,12 @@ def default_config() -> ml_collections.ConfigDict:
         ``weight_decay``, ``temperature``, ``log_every``.
       extraction: ``lambdas`` (0 = "Random"), ``samples_per_class`` (N_G = that x classes),
         ``sampler`` (``"ddim"``, ``"sde"``, ``"ode"``), ``num_steps``, ``eta``, ``batch_size``.
-      metrics: ``measure`` (``"normalized_l2"``, ``"l2"``, ``"cosine"``), ``bands`` (name ->
-        ``(lo, hi)``, half-open ``[lo, hi)``), ``n`` and ``alpha`` of normalized L2,
-        ``grid_size`` (extracted images shown).
+      metrics: ``measure`` (``"normalized_l2"``, ``"l2"``, ``"cosine"``), ``features`` (the
+        space the measure is taken in: ``"pixels"``, or with ``measure="cosine"`` a feature
+        network ``"NAME:PATH"`` as above), ``bands`` (name -> ``(lo, hi)``, half-open
+        ``[lo, hi)``; reported as user-chosen. Empty with ``"cosine"`` on ``"sscd:PATH"``:
+        paper 001's SSCD bands; empty otherwise is an error), ``n`` and ``alpha`` of
+        normalized L2, ``grid_size`` (extracted images shown).
       progress: tqdm bars.
     """
     c = ml_collections.ConfigDict()
@@ -180,7 +185,7 @@ def default_config() -> ml_collections.ConfigDict:
         lambdas=(0, 1, 2, 4, 8), samples_per_class=50, sampler="ddim", num_steps=100, eta=0.0,
         batch_size=256))
     c.metrics = ml_collections.ConfigDict(dict(
-        measure="normalized_l2", bands=ml_collections.ConfigDict(dict(
+        measure="normalized_l2", features="pixels", bands=ml_collections.ConfigDict(dict(
             low=(1.5, 10.0), mid=(1.4, 1.5), high=(1.35, 1.4))),
         n=50, alpha=0.5, grid_size=16))
     c.progress = True
@@ -190,7 +195,9 @@ def default_config() -> ml_collections.ConfigDict:
 def validate_config(c) -> None:
     """``ValueError`` naming the field of an invalid SIDE config (before any work)."""
     _checks.check_choice("labels", c.labels, LABELS)
-    _checks.check_choice("kmeans_features", c.kmeans_features, FEATURES)
+    from memjax.jobs import feature_space as fs
+
+    fs.check_spec(c.kmeans_features, "kmeans_features")
     _checks.check_positive_int("num_clusters", c.num_clusters)
     for sec in ("classifier", "tdkd"):
         for f in ("num_steps", "batch_size", "width"):
@@ -220,6 +227,14 @@ def validate_config(c) -> None:
     for name, b in c.metrics.bands.items():
         if len(tuple(b)) != 2 or not b[0] < b[1]:
             raise ValueError(f"metrics.bands.{name}: expected (lo, hi) with lo < hi, got {b!r}")
+    space = c.metrics.get("features", "pixels")  # a feature network: cosine in its bands
+    if space != "pixels":
+        fs.check_spec(space, "metrics.features")
+        if space == "classifier" or c.metrics.measure != "cosine":
+            raise ValueError(f"metrics.features: a feature network 'NAME:PATH' is measured by "
+                             f"metrics.measure='cosine', got {space!r} with "
+                             f"{c.metrics.measure!r}")
+        _metric_bands(c)
 
 
 
@@ -229,6 +244,17 @@ def band_objects(bands) -> dict:
 
     return {k: mem.Band(float(v[0]), float(v[1]), "left") for k, v in bands.items()}
 
+
+def _metric_bands(c, feature_space: str | None = None) -> tuple[dict, str]:
+    """The bands of ``c.metrics`` and where they come from: the config's (user-chosen), or
+    paper 001's for cosine similarities of SSCD descriptors with empty ``metrics.bands``."""
+    from memjax.jobs import feature_space as fs
+
+    mc = c.metrics
+    if mc.measure == "cosine":
+        return fs.similarity_bands(mc.get("features", "pixels"), mc.bands,
+                                   field="metrics.bands", feature_space=feature_space)
+    return band_objects(mc.bands), "user-chosen (metrics.bands)"
 
 
 # -- the stages ------------------------------------------------------------------------------------
@@ -282,16 +308,32 @@ def _pseudo_label_stage(config, workdir, synthetic, syn_key, clf, clf_key, log):
         key = ("kmeans", syn_key, int(config.num_clusters), config.kmeans_features,
                clf_key if config.kmeans_features == "classifier" else None, int(config.seed))
 
+        if ":" in config.kmeans_features:
+            from memjax.jobs import feature_space as fs
+
+            key = key + (fs.spec_id(config.kmeans_features),)
+
         def compute():
-            feats = (synthetic.reshape(len(synthetic), -1) if config.kmeans_features == "pixels"
-                     else _features(clf, synthetic))
+            feats, space = _kmeans_features(config, workdir, synthetic, clf, log)
             km = kmeans(jax.random.fold_in(jax.random.key(config.seed), 3), jnp.asarray(feats),
                         int(config.num_clusters))
             labels = np.asarray(km.labels)
             return {"logits": onehot_logits(labels, int(config.num_clusters)), "labels": labels,
-                    "centroids": np.asarray(km.centroids), "inertia": np.asarray(km.inertia)}
+                    "centroids": np.asarray(km.centroids), "inertia": np.asarray(km.inertia),
+                    "feature_space": np.asarray(space)}
     pl, _ = wd.cached(f"{workdir}/pseudo_labels", (key, CODE_VERSION), compute, log=log)
     return pl, wd.fingerprint(key)
+
+
+def _kmeans_features(config, workdir, synthetic, clf, log) -> tuple[np.ndarray, str]:
+    """The features k-means clusters and their space: pixels, the classifier's, or a feature
+    network's (cached stage ``features_synthetic``)."""
+    from memjax.jobs import feature_space as fs
+
+    if config.kmeans_features == "classifier":
+        return _features(clf, synthetic), "normal classifier features"
+    embed, space = fs.embedder(config.kmeans_features, workdir, field="kmeans_features", log=log)
+    return embed(synthetic, "synthetic").reshape(len(synthetic), -1), space
 
 
 def _tdkd_stage(config, workdir, synthetic, teacher_logits, pl_key, sde, log):
@@ -339,10 +381,17 @@ def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, t
     smp = sampling.make_sampler(guided, sde, shape, sampler=e.sampler, num_steps=e.num_steps,
                                 eta=e.eta, batch_size=e.batch_size)
     classes = np.repeat(np.arange(num_classes, dtype=np.int32), e.samples_per_class)
-    bands = band_objects(mc.bands)
+    from memjax.jobs import feature_space as fs
+
+    embed, space = fs.embedder(mc.get("features", "pixels"), workdir, field="metrics.features",
+                               log=log)
+    bands, _ = _metric_bands(config, space)
+    f_train = embed(train_images, "train")
     rows, extracted, new = [], {}, 0
     ekey = {k: v for k, v in e.to_dict().items() if k != "lambdas"}
     mkey = {k: v for k, v in mc.to_dict().items() if k != "grid_size"}
+    if space != "pixels":
+        mkey["features_id"] = fs.spec_id(mc.features)
     for lam in e.lambdas:
         tag = lambda_tag(lam)
         key = (td_key, ekey, mkey, float(lam), int(config.seed), CODE_VERSION)
@@ -355,8 +404,8 @@ def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, t
             imgs = smp(jax.random.fold_in(jax.random.key(config.seed), 6), len(classes),
                        sampling.Guide(classes, np.full(len(classes), float(lam), np.float32)),
                        progress=console.bars(config.progress))
-            sc = score_extraction(imgs, train_images, measure=mc.measure, bands=bands, n=mc.n,
-                                  alpha=mc.alpha)
+            sc = score_extraction(embed(imgs, None), f_train, measure=mc.measure, bands=bands,
+                                  n=mc.n, alpha=mc.alpha)
             row = {"lambda": float(lam), "num_generated": int(len(imgs)), "ams": sc.ams,
                    "ums": sc.ums, "mean_best": float(np.mean(sc.best)),
                    "mean_nn_l2": float(np.mean(sc.l2))}
@@ -367,7 +416,7 @@ def _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key, t
         new += not reused
         extracted[tag] = arrays
         rows.append(wd.json_loads(str(arrays["row"])))
-    return rows, extracted
+    return rows, extracted, space
 
 
 def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int] = None,
@@ -420,13 +469,17 @@ def run(config, workdir: str, *, trained=None, stop_after_lambdas: Optional[int]
                                      clf_key, log)
     td, td_key = _tdkd_stage(config, workdir, synthetic, pl["logits"], pl_key, sde, log)
     num_classes = pl["logits"].shape[1]
-    rows, extracted = _extraction_stage(config, workdir, score_fn, sde, td, num_classes, td_key,
-                                        train_images, shape, stop_after_lambdas, log)
+    rows, extracted, space = _extraction_stage(config, workdir, score_fn, sde, td, num_classes,
+                                               td_key, train_images, shape, stop_after_lambdas,
+                                               log)
     summary = {"num_classes": int(num_classes), "lambdas_done": [r["lambda"] for r in rows],
                "complete": len(rows) == len(config.extraction.lambdas),
-               "similarity": f"{config.metrics.measure} in pixel space"}
+               "similarity": f"{config.metrics.measure} in {space}", "feature_space": space,
+               "kmeans_feature_space": str(pl["feature_space"]) if "feature_space" in pl else None,
+               "bands_origin": _metric_bands(config, space)[1]}
     if rows:
-        summary.update(write_report(rows, workdir, config, train_images, extracted))
+        summary.update(write_report(rows, workdir, config, train_images, extracted,
+                                    features=space, bands_origin=summary["bands_origin"]))
     wd.save_json(f"{workdir}/summary.json", summary)
     return summary
 

@@ -8,7 +8,9 @@
 
 Every stage result lives in the workdir under the key of what it depends on
 (:func:`memjax.workdir.cached`); :mod:`memjax.jobs.sources` resolves model and feature
-sources; :func:`run_info` is what every report records about the run.
+sources, :mod:`memjax.jobs.feature_space` caches features by the weights' content and says
+which similarity bands a feature space has; :func:`run_info` is what every report records
+about the run.
 """
 
 from __future__ import annotations

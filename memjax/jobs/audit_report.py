@@ -91,12 +91,39 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
               "median_l2_to_nearest_heldout_reference": median(mem["heldout_l2"]),
               "median_normalized_l2": median(mem["samples_normalized_l2"]),
               "median_normalized_l2_heldout_reference": median(mem["heldout_normalized_l2"])}
+        if "feature_similarity" in mem:
+            ms["feature_similarity"] = feature_similarity(mem["feature_similarity"])
         report["memorization"] = ms
     if diverse is not None:
         report["diverse"] = {"num_diverse": int(np.sum(diverse["mask"])),
                              "num_samples": int(len(diverse["mask"])),
-                             "features": config.diverse.features, "method": config.diverse.method}
+                             "features": config.diverse.features,
+                             "feature_space": str(diverse.get("feature_space",
+                                                              config.diverse.features)),
+                             "method": config.diverse.method}
     return report
+
+
+def feature_similarity(fsim: dict) -> dict:
+    """The report's block for the best cosine similarities in a feature space: their mean and
+    median for the samples and the held-out reference, and AMS / UMS (paper 001 eqs. 14-15) in
+    each band, every number under the name of its feature space and the origin of its bands."""
+    from memjax.metrics import memorization as mem
+
+    out = {"feature_space": fsim["feature_space"], "bands_origin": fsim["bands_origin"],
+           "measure": "cosine similarity to the nearest training image"}
+    for k in ("samples", "heldout"):
+        sim = np.asarray(fsim[f"{k}_cosine"], np.float64)
+        out[f"{k}_mean"], out[f"{k}_median"] = float(sim.mean()), float(np.median(sim))
+    out["ams_ums"] = {}
+    for name, band in fsim["bands"].items():
+        row = {"band": [band.lo, band.hi]}
+        for k in ("samples", "heldout"):
+            r = mem.ams_ums_from_best(fsim[f"{k}_cosine"], fsim[f"{k}_index"],
+                                      int(fsim["num_train"]), band=band)
+            row[f"{k}_ams"], row[f"{k}_ums"] = float(r.ams), float(r.ums)
+        out["ams_ums"][name] = row
+    return out
 
 
 def _paper_setting(res: dict) -> Setting:
@@ -273,7 +300,7 @@ def summary_table(report: dict) -> str:
     if "diverse" in report:
         d = report["diverse"]
         lines.append(f"diverse samples: {d['num_diverse']} of {d['num_samples']} "
-                     f"({d['features']} features)")
+                     f"(in {d.get('feature_space', d['features'])})")
     return "\n".join(lines)
 
 
@@ -316,12 +343,27 @@ def report_markdown(report: dict, figures: dict) -> str:
                f"{m['median_normalized_l2_heldout_reference']:.3f} |", "",
                f"Distinct training images reproduced: {m['num_train_images_reproduced']} "
                f"(UMS {m['unique_memorized_over_samples']:.3f})."]
+        if "feature_similarity" in m:
+            md += _feature_similarity_markdown(m["feature_similarity"])
     if "diverse" in report:
         d = report["diverse"]
-        md += ["", f"Diverse samples (paper 003, {d['features']} features): "
+        md += ["", f"Diverse samples (paper 003, in {d.get('feature_space', d['features'])}): "
                f"{d['num_diverse']} of {d['num_samples']}."]
     md += ["", "## Figures", ""]
     for name, path in figures.items():
         md.append(f"![{name}]({path})")
         md.append("")
     return "\n".join(md)
+
+
+def _feature_similarity_markdown(f: dict) -> list:
+    space = f["feature_space"]
+    md = ["", f"Cosine similarity to the nearest training image in **{space}** (bands: "
+          f"{f['bands_origin']}): mean {f['samples_mean']:.3f} for samples, "
+          f"{f['heldout_mean']:.3f} for held-out images.", "",
+          f"| band ({space} cosine) | AMS samples | UMS samples | AMS held-out | UMS held-out |",
+          "| --- | ---: | ---: | ---: | ---: |"]
+    for name, r in f["ams_ums"].items():
+        md.append(f"| {name} [{r['band'][0]:g}, {r['band'][1]:g}] | {r['samples_ams']:.3f} | "
+                  f"{r['samples_ums']:.3f} | {r['heldout_ams']:.3f} | {r['heldout_ums']:.3f} |")
+    return md

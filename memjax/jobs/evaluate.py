@@ -4,9 +4,11 @@ Compares generated images (an ``.npz``, an image folder, or the config's known-a
 with a training set (any memjax dataset, or a saved split) and writes under the workdir:
 
 * ``metrics.json``: nearest-neighbour similarity summaries and fractions in the named feature
-  space (paper 002), AMS / UMS in the paper's bands (paper 001 eqs. 14-15), Carlini's
-  normalized L2 and the extracted count (paper 000 eq. 7), diverse samples (paper 003), the
-  demo's ground truth when used, and the run information (versions, devices, config);
+  space (paper 002), AMS / UMS in that space's bands (paper 001 eqs. 14-15; SSCD bands only on
+  SSCD features, :mod:`memjax.jobs.feature_space`), the Fréchet distance in that space (FID
+  with Inception features), Carlini's normalized L2 and the extracted count (paper 000 eq. 7),
+  diverse samples (paper 003), the demo's ground truth when used, and the run information;
+* ``features_train.npz`` / ``features_generated.npz``: the cached feature stages;
 * ``figures/best_similarity.png``, ``figures/normalized_l2.png``, ``figures/closest_pairs.png``,
   ``figures/tsne_hull.png``;
 * ``generated.npz`` / ``train.npz``: the exact images that were compared.
@@ -37,9 +39,11 @@ def validate_config(c) -> None:
     from memjax import _checks
     from memjax.data import validate_data_config
 
+    from memjax.jobs import feature_space as fs
+
     _checks.check_choice("generated.source", c.generated.source, GENERATED_SOURCES)
-    if c.features not in FEATURES and ":" not in str(c.features):
-        raise ValueError(f"features: expected one of {FEATURES} or 'NAME:PATH', got {c.features!r}")
+    fs.check_spec(c.features, "features")
+    fs.similarity_bands(c.features, c.memorization.get("bands"), field="memorization.bands")
     _checks.check_choice("memorization.match", c.memorization.match, ("best", "all"))
     _checks.check_choice("diverse.method", c.diverse.method, ("tsne_hull", "knn_support"))
     if c.generated.source in ("npz", "folder") and not c.generated.path:
@@ -125,13 +129,18 @@ def load_generated(c, train_shape: tuple) -> np.ndarray:
 
 
 # -- the evaluation --------------------------------------------------------------------------------
-def cosine_metrics(c, f_gen, f_train, block) -> tuple[dict, np.ndarray, np.ndarray]:
+def cosine_metrics(c, f_gen, f_train, block, feature_space: str | None = None
+                   ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Best cosine similarity of each generated feature vector to the training set (paper 002
-    Tables 1, 5; paper 001 Table 4): summary, fractions above thresholds, AMS / UMS."""
+    Tables 1, 5; paper 001 Table 4): summary, fractions above thresholds, AMS / UMS in the
+    bands of the feature space (:func:`memjax.jobs.feature_space.similarity_bands`)."""
     from memjax import report
+    from memjax.jobs import feature_space as fs
     from memjax.metrics import memorization as mem
 
     mc = c.memorization
+    bands, origin = fs.similarity_bands(c.features, mc.get("bands"), field="memorization.bands",
+                                        feature_space=feature_space)
     best_sim, best_idx = (np.asarray(a) for a in mem.best_match(f_gen, f_train, measure="cosine",
                                                                 block_size=block))
     summ = mem.similarity_summary(best_sim)
@@ -139,14 +148,16 @@ def cosine_metrics(c, f_gen, f_train, block) -> tuple[dict, np.ndarray, np.ndarr
         "summary": report.to_jsonable(summ),
         "fractions_above": dict(zip([str(t) for t in mc.thresholds], np.asarray(
             mem.similarity_fractions(best_sim, list(mc.thresholds))).tolist())),
+        "feature_space": feature_space or str(c.features), "bands_origin": origin,
         "ams_ums": {}}
-    for name, band in mem.BANDS["sscd"].items():
+    for name, band in bands.items():
         if mc.match == "best":   # one nearest-neighbour search serves every band
             r = mem.ams_ums_from_best(best_sim, best_idx, len(f_train), band=band)
         else:
             r = mem.ams_ums(f_gen, f_train, band=band, measure="cosine", match=mc.match,
                             block_size=block)
         out["ams_ums"][name] = {"band": list(band), "ams": float(r.ams), "ums": float(r.ums)}
+    out["bands"] = {k: [b.lo, b.hi] for k, b in bands.items()}
     return out, best_sim, best_idx
 
 
@@ -182,16 +193,18 @@ def l2_metrics(c, gen, train, block) -> tuple[dict, np.ndarray, np.ndarray, np.n
     return out, ratio, nl2_idx, ext
 
 
-def _figures(c, fig_dir, gen, train, best_sim, ratio, nl2_idx) -> list:
+def _figures(c, fig_dir, gen, train, best_sim, ratio, nl2_idx, cos) -> list:
     from memjax import report
     from memjax.metrics import memorization as mem
 
     mc = c.memorization
-    # figures: histograms and the closest pairs
+    # figures: histograms (in the feature space's own bands) and the closest pairs
     report.histogram(best_sim, _join(fig_dir, "best_similarity.png"),
-                     title=f"best cosine similarity to the training set ({c.features})",
-                     xlabel="cosine similarity", thresholds=list(mc.thresholds),
-                     bands={k: (b.lo, b.hi) for k, b in mem.BANDS["sscd"].items()})
+                     title=f"best cosine similarity to the training set ({cos['feature_space']})",
+                     xlabel=f"cosine similarity in {cos['feature_space']}",
+                     thresholds=list(mc.thresholds),
+                     bands={f"{k} ({cos['bands_origin'].split(' (')[0]})": tuple(b)
+                            for k, b in cos["bands"].items()})
     report.histogram(ratio, _join(fig_dir, "normalized_l2.png"),
                      title="normalized L2 to the nearest training image (eq. 7)",
                      xlabel="normalized L2 (smaller = closer)", thresholds=[float(mc.delta)],
@@ -229,7 +242,7 @@ def _inputs(c, log):
 def evaluate(c, workdir: str, *, log: Callable[[str], None] = print) -> dict:
     """Runs the evaluation ``c`` describes and writes its outputs under ``workdir``; returns
     the content of ``metrics.json``."""
-    from memjax.jobs import run_info, sources
+    from memjax.jobs import run_info
 
     validate_config(c)
     t_start = time.perf_counter()
@@ -239,29 +252,51 @@ def evaluate(c, workdir: str, *, log: Callable[[str], None] = print) -> dict:
     wd.save_npz(f"{workdir}/generated.npz", image=gen)
     wd.save_npz(f"{workdir}/train.npz", image=train)
     block = int(c.memorization.block_size) or None
-    feats = sources.load_features(c.features, train=train, workdir=f"{workdir}/classifier",
-                                  seed=int(c.seed))
-    f_train, f_gen = np.asarray(feats(train)), np.asarray(feats(gen))
+    f_train, f_gen, space = _features(c, train, gen, workdir, log)
     out: dict[str, Any] = {"num_generated": int(len(gen)), "num_train": int(len(train)),
                            "image_shape": list(train.shape[1:]), "features": c.features,
-                           "feature_space": getattr(feats, "name", str(c.features))}
-    out["cosine"], best_sim, best_idx = cosine_metrics(c, f_gen, f_train, block)
+                           "feature_space": space}
+    out["cosine"], best_sim, best_idx = cosine_metrics(c, f_gen, f_train, block, space)
+    out["frechet"] = _frechet(c, f_train, f_gen, space)
     l2, ratio, nl2_idx, ext = l2_metrics(c, gen, train, block)
     out.update(l2)
     if truth is not None:
         out["demo"] = _demo_check(truth, ext, nl2_idx, best_idx)
-    out["closest"] = _figures(c, fig_dir, gen, train, best_sim, ratio, nl2_idx)
+    out["closest"] = _figures(c, fig_dir, gen, train, best_sim, ratio, nl2_idx, out["cosine"])
 
     # diverse samples (paper 003), once memjax.metrics.diverse is available
     if c.diverse.enabled:
-        out["diverse"] = _diverse(c, f_train, f_gen, fig_dir, log)
+        out["diverse"] = dict(_diverse(c, f_train, f_gen, fig_dir, log), feature_space=space)
     out["seconds"] = round(time.perf_counter() - t_start, 2)
     out["run_info"] = run_info()
     wd.save_json(f"{workdir}/metrics.json", {"config": c.to_dict(), **out}, indent=2)
-    log(f"[evaluate] cosine mean {out['cosine']['summary']['mean']:.3f}, extracted "
+    log(f"[evaluate] cosine mean {out['cosine']['summary']['mean']:.3f} in {space}, extracted "
         f"{out['normalized_l2']['num_extracted']}/{len(gen)}; wrote {workdir}/metrics.json "
         f"({out['seconds']} s)")
     return out
+
+
+def _features(c, train, gen, workdir, log) -> tuple[np.ndarray, np.ndarray, str]:
+    """Features of the training and generated images (cached stages ``features_*.npz``, keyed
+    by the feature spec, its weights' content and the images) and the feature space's name."""
+    from memjax.jobs import feature_space as fs
+
+    embed, space = fs.embedder(c.features, workdir, field="features", train=train,
+                               seed=int(c.seed), log=log)
+    return embed(train, "train"), embed(gen, "generated"), space
+
+
+def _frechet(c, f_train, f_gen, space: str) -> dict:
+    """The Fréchet distance of the two feature sets: FID for Inception features, otherwise
+    named after its feature space (pytorch-fid's formula in any space)."""
+    from memjax.features import fid
+    from memjax.jobs import feature_space as fs
+
+    label = fs.frechet_label(c.features, space)
+    if min(len(f_train), len(f_gen)) < 2:
+        return {"name": label, "feature_space": space, "value": None,
+                "skipped": "needs at least 2 images on each side"}
+    return {"name": label, "feature_space": space, "value": float(fid(f_train, f_gen))}
 
 
 def _demo_check(truth, extracted, nl2_idx, cos_idx) -> dict:

@@ -86,7 +86,8 @@ def fig_ams_ums(rows: list, bands: list):
 
 
 def write_report(rows: list, workdir: str, config, train_images: np.ndarray,
-                 extracted: dict | None = None, features: str = "pixels") -> dict:
+                 extracted: dict | None = None, features: str = "pixels",
+                 bands_origin: str = "user-chosen (metrics.bands)") -> dict:
     """Writes results.csv / results.md, the lambda plot and the extraction grid (``extracted``:
     the stored arrays of each lambda tag); returns the Table-1 style comparison."""
     bands = band_order(config.metrics.bands)
@@ -94,7 +95,7 @@ def write_report(rows: list, workdir: str, config, train_images: np.ndarray,
     t1, cmp_lines = table1(rows, bands)
     wd.write_text(f"{workdir}/results.csv", csv)
     wd.write_text(f"{workdir}/results.md", f"Similarity: {config.metrics.measure} in {features} "
-                  "space.\n\n## AMS / UMS per lambda\n\n" + md +
+                  f"space; bands: {bands_origin}.\n\n## AMS / UMS per lambda\n\n" + md +
                   "\n## Random vs SIDE (best lambda per band)\n\n" + "\n".join(cmp_lines) + "\n")
     report.save_figure(fig_ams_ums(rows, bands), f"{workdir}/ams_ums_vs_lambda.png", tight=False)
     # extraction grid: the closest generated images of the best lambda over their neighbours

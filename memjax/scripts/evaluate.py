@@ -5,9 +5,12 @@ r"""``python -m memjax.scripts.evaluate``: memorization and diversity of generat
 Compares generated images (an ``.npz``, an image folder, or the config's known-answer demo set)
 with a training set (any memjax dataset, or a saved split) and writes under ``--workdir``:
 
-* ``metrics.json``: nearest-neighbour similarity summaries and fractions (paper 002), AMS / UMS
-  in the paper's bands (paper 001 eqs. 14-15), Carlini's normalized L2 and the extracted count
-  (paper 000 eq. 7), diverse samples (paper 003), and the demo's ground truth when used;
+* ``metrics.json``: nearest-neighbour similarity summaries and fractions (paper 002) in the
+  feature space ``features`` names (pixels, the digits classifier, SSCD, DINOv2, Inception,
+  SqueezeNet), AMS / UMS (paper 001 eqs. 14-15) in that space's bands (paper 001's for SSCD,
+  the config's user-chosen ``memorization.bands`` otherwise), the Fréchet distance (FID for
+  Inception), Carlini's normalized L2 and the extracted count (paper 000 eq. 7), diverse
+  samples (paper 003), and the demo's ground truth when used;
 * ``figures/best_similarity.png`` (histogram with the bands), ``figures/normalized_l2.png``,
   ``figures/closest_pairs.png`` (generated above training), ``figures/tsne_hull.png`` (t-SNE
   scatter with the hull of the real points and the diverse samples circled);
