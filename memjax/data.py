@@ -29,6 +29,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+from memjax import workdir as wd
+
 SOURCES = ("digits", "tfds", "npz", "folder")
 RESIZE_METHODS = ("bilinear", "nearest", "cubic", "lanczos3", "lanczos5", "pad")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -462,24 +464,23 @@ def save_split(dataset: Dataset, path: str, config=None) -> None:
     if config is not None:
         arrays["config"] = np.asarray(config.to_json() if hasattr(config, "to_json")
                                       else json.dumps(dict(config)))
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    wd.save_npz(path, **arrays)  # atomic, on process 0 only; ``path`` may be a URL
 
 
 def load_split(path: str) -> Dataset:
     """Reads a :class:`Dataset` written by :func:`save_split` (e.g. ``workdir/data_split.npz``)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, SPLIT_FILENAME)
-    if not os.path.isfile(path):
-        raise ValueError(f"path: no saved data split at {path!r}")
-    with np.load(path) as f:
-        get = lambda k: f[k] if k in f else None  # noqa: E731
-        return Dataset(train=f["train"], heldout=f["heldout"], train_labels=get("train_labels"),
-                       heldout_labels=get("heldout_labels"), train_source=f["train_source"],
-                       heldout_source=f["heldout_source"], train_flipped=f["train_flipped"],
-                       heldout_flipped=f["heldout_flipped"], num_classes=int(f["num_classes"]),
-                       name=str(f["name"]))
+    p = wd.as_path(path)
+    if p.is_dir():
+        p = p / SPLIT_FILENAME
+    if not p.is_file():
+        raise ValueError(f"path: no saved data split at {os.fspath(p)!r}")
+    f = wd.load_npz(p)
+    get = f.get
+    return Dataset(train=f["train"], heldout=f["heldout"], train_labels=get("train_labels"),
+                   heldout_labels=get("heldout_labels"), train_source=f["train_source"],
+                   heldout_source=f["heldout_source"], train_flipped=f["train_flipped"],
+                   heldout_flipped=f["heldout_flipped"], num_classes=int(f["num_classes"]),
+                   name=str(f["name"]))
 
 
 # -- batches ------------------------------------------------------------------------------------

@@ -335,8 +335,8 @@ def _prepare_workdir(config, workdir: str) -> None:
 
 
 def _dataset_for(config, workdir: str) -> data_lib.Dataset:
-    path = os.path.join(workdir, data_lib.SPLIT_FILENAME)
-    if os.path.exists(path):
+    path = wd.as_path(workdir) / data_lib.SPLIT_FILENAME
+    if path.exists():
         return data_lib.load_split(path)
     dataset = data_lib.load_dataset(config.data)
     if wd.is_writer():

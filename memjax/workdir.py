@@ -189,13 +189,34 @@ def cached(stage, key: Any, compute: Callable[[], Mapping[str, Any]], *,
     p = _stage_path(stage)
     k = fingerprint(key)
     old = _read_stage(p)
-    if old is not None and str(old.get(KEY_FIELD, "")) == k:
+    if _agreed(old is not None and str(old.get(KEY_FIELD, "")) == k):
         return {n: v for n, v in old.items() if n != KEY_FIELD}, True
     if old is not None and log is not None:
         log(f"[{p.name[:-4]}] its inputs changed since it was stored: recomputing")
     arrays = {n: np.asarray(v) for n, v in compute().items()}
     save_npz(p, **{KEY_FIELD: np.asarray(k)}, **arrays)
     return arrays, False
+
+
+def _agreed(reuse: bool) -> bool:
+    """Process 0's decision, on every process of a multi-process job.
+
+    A stage's computation runs collectives, so every process must take the same branch; a
+    process that read the stage file at another moment than process 0 (a write in flight, a
+    file system's lag) must not skip it. Raises when this process cannot read what process 0
+    reuses.
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return reuse
+    from jax.experimental import multihost_utils
+
+    decided = bool(multihost_utils.broadcast_one_to_all(np.asarray(reuse)))
+    if decided and not reuse:
+        raise RuntimeError("a stage process 0 reuses is missing or different on process "
+                           f"{jax.process_index()}: every process must see the same workdir")
+    return decided
 
 
 def stage_key_matches(directory, key: Any) -> bool:
