@@ -21,6 +21,7 @@ resumes where it stopped and writes the same report::
 Each stage is stored under ``workdir/audit/<stage>.npz`` with the key of what it depends on
 (:func:`memjax.workdir.cached`): change one config field and only the stages that read it are
 recomputed (the job says so in one line). The pieces live in the library:
+:mod:`memjax.jobs.audit_stages` (the stages, :func:`ease_scores`, :func:`audit_arrays`),
 :mod:`memjax.volume_settings` (nested settings, :func:`volume_curves`),
 :mod:`memjax.metrics.groups` (:func:`separation`, :func:`memorization_metrics`),
 :mod:`memjax.jobs.audit_report` (report, table, figures), :mod:`memjax.jobs.sources` (models
@@ -40,32 +41,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jaxtyping import PRNGKeyArray
 
 from memjax import _checks
 from memjax import parallel as _parallel
 from memjax import workdir as wd
+from memjax.jobs import audit_stages as stages
 from memjax.jobs.audit_report import (REPORT_VERSION, build_report, make_figures,  # noqa: F401
                                       report_markdown, summary_table)
+from memjax.jobs.audit_stages import CODE_VERSION, audit_arrays, ease_scores  # noqa: F401
 from memjax.metrics.groups import memorization_metrics, separation  # noqa: F401
 from memjax.sde import VPSDE, ScoreFn
 from memjax.volume_settings import (Setting, VolumeCurves, covering_run, nested_axes,  # noqa: F401
                                     parse_settings, plan_runs, volume_curves)
 from memjax.workdir import fingerprint  # noqa: F401
 
-__all__ = ["STAGES", "Subject", "prepare_model", "ease_scores", "audit_arrays", "run_audit", "validate_config",
-           "restore_trained", "Setting", "parse_settings", "plan_runs", "covering_run",
-           "nested_axes", "VolumeCurves", "volume_curves", "separation", "memorization_metrics",
-           "build_report", "make_figures", "summary_table", "report_markdown"]
+__all__ = ["STAGES", "Subject", "prepare_model", "ease_scores", "audit_arrays", "run_audit",
+           "validate_config", "restore_trained", "Setting", "parse_settings", "plan_runs",
+           "covering_run", "nested_axes", "VolumeCurves", "volume_curves", "separation",
+           "memorization_metrics", "build_report", "make_figures", "summary_table",
+           "report_markdown"]
 
 STAGES = ("model", "ease", "samples", "memorization", "diverse", "report")
-# the version of the numerics behind the cached stages: bump it when they change
-CODE_VERSION = 1
 
 
 # =================================================================================================
@@ -169,248 +168,13 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
 
 
 # =================================================================================================
-# the ease stage
-# =================================================================================================
-def _ease_options(ec) -> dict:
-    return dict(method=ec.method, accumulate=ec.accumulate, sigma=float(ec.sigma),
-                solver=ec.solver, check_stability=bool(ec.check_stability))
-
-
-def ease_scores(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np.ndarray,
-                settings: Sequence[Setting], *, key: PRNGKeyArray, grid_steps: int,
-                batch_size: int, options: dict, cache_dir: str | None = None,
-                cache_key: str = "", label: str = "", mesh=None, progress: bool = True,
-                log: Callable[[str], None] = print) -> tuple[dict, dict]:
-    """Ease of reproduction of ``trained`` and ``heldout`` images for every setting.
-
-    Integrates only :func:`plan_runs` of ``settings`` (each cached as
-    ``cache_dir/ease_<label>_N<N>_S<S>.npz``, keyed by ``cache_key`` and the run). Returns
-    ``({setting: {"trained": [n], "heldout": [m], "stable_trained", "stable_heldout"}},
-    {run name: seconds or "cached"})``.
-    """
-    runs = plan_runs(settings, options.get("accumulate", "qr"))
-    images = np.concatenate([trained, heldout]).astype(np.float32)
-    n = trained.shape[0]
-    per_run = {r: [s for s in settings if covering_run(s, runs) == r] for r in runs}
-    out, timing = {}, {}
-    for r in runs:
-        want = per_run[r]
-        if not want:
-            continue
-        r_axes = sorted({s.num_axes for s in want})
-        r_steps = sorted({s.steps for s in want})
-        desc = f"ease {label} N={r.num_axes} steps={r.steps}"
-
-        def compute(r=r, r_axes=r_axes, r_steps=r_steps, desc=desc):
-            vc = volume_curves(score_fn, sde, images, num_axes=r.num_axes, steps=r.steps,
-                               report_axes=r_axes, report_steps=r_steps, key=key,
-                               grid_steps=grid_steps, batch_size=batch_size, mesh=mesh,
-                               progress=progress, desc=desc, **options)
-            return {"growth": vc.growth, "stable": vc.stable, "axes": np.asarray(vc.axes),
-                    "steps": np.asarray(vc.steps)}
-
-        t0 = time.perf_counter()
-        if cache_dir is None:
-            arrays, reused = compute(), False
-        else:
-            arrays, reused = wd.cached(f"{cache_dir}/ease_{label}_N{r.num_axes}_S{r.steps}",
-                                       (cache_key, r_axes, r_steps, r, grid_steps, options),
-                                       compute, log=log)
-        timing[desc] = "cached" if reused else round(time.perf_counter() - t0, 2)
-        log(f"[ease] {desc}: {timing[desc]}{'' if reused else ' s'}")
-        axes_l, steps_l = list(arrays["axes"]), list(arrays["steps"])
-        for s in want:
-            a, k = axes_l.index(s.num_axes), steps_l.index(s.steps)
-            g, st = arrays["growth"][:, a, k], arrays["stable"][:, k]
-            out[s] = {"trained": g[:n], "heldout": g[n:], "stable_trained": st[:n],
-                      "stable_heldout": st[n:], "run": r}
-    return out, timing
-
-
-
-def audit_arrays(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np.ndarray, *,
-                 key: PRNGKeyArray, settings: Sequence = ((1, 1), (-1, 1)), grid_steps: int = 1000,
-                 batch_size: int = 32, method: str = "jvp", accumulate: str = "qr",
-                 solver: str = "euler", sigma: float = 0.05, check_stability: bool = False,
-                 progress: bool = False) -> dict:
-    r"""The audit's ease-of-reproduction test on arrays: no workdir, no config.
-
-    For each setting ``(N axes, steps)`` (``N = -1``: the full volume ``D``), the log volume
-    growth (paper 000 Algorithm 1 / eq. 13) of every ``trained`` and ``heldout`` image
-    ``[n, H, W, C]`` under ``score_fn(x, t)`` on ``sde`` (any VP schedule), and how well it
-    separates the two groups: the AUROC (trained positive; Mann-Whitney) and Welch's t-test
-    (float64), as in :func:`run_audit`'s report; any model (memjax, diffusers port, torch
-    bridge, closed form).
-
-    Returns ``{setting name: {"num_axes", "steps", "auroc", "p_value", "t_statistic",
-    "mean_trained", ..., "trained": [n], "heldout": [m], "stable_trained",
-    "stable_heldout"}}`` (growth arrays as NumPy).
-    """
-    if not callable(score_fn):
-        raise ValueError(f"score_fn: expected a callable score_fn(x, t), got {type(score_fn).__name__}")
-    _checks.check_schedule("sde", sde)
-    trained = np.asarray(_checks.as_array("trained", trained, ndim=4), np.float32)
-    heldout = np.asarray(_checks.as_array("heldout", heldout, ndim=4), np.float32)
-    if trained.shape[1:] != heldout.shape[1:]:
-        raise ValueError(f"heldout: expected images of shape {trained.shape[1:]} like trained, "
-                         f"got {heldout.shape[1:]}")
-    if heldout.shape[0] < 2 or trained.shape[0] < 2:
-        raise ValueError("trained, heldout: expected at least 2 images in each group")
-    for name, v in (("grid_steps", grid_steps), ("batch_size", batch_size)):
-        _checks.check_positive_int(name, v)
-    _checks.check_choice("method", method, ("jvp", "finite_difference"))
-    _checks.check_choice("accumulate", accumulate, ("qr", "norms"))
-    parsed = parse_settings(settings, dim=int(np.prod(trained.shape[1:])), grid_steps=grid_steps)
-    options = dict(method=method, accumulate=accumulate, sigma=float(sigma), solver=solver,
-                   check_stability=bool(check_stability))
-    res, _ = ease_scores(score_fn, sde, trained, heldout, parsed, key=key, grid_steps=grid_steps,
-                         batch_size=batch_size, options=options, progress=progress,
-                         log=lambda line: None)
-    return {s.name: {"num_axes": s.num_axes, "steps": s.steps,
-                     **separation(r["trained"], r["heldout"]),
-                     **{k: np.asarray(r[k]) for k in ("trained", "heldout", "stable_trained",
-                                                      "stable_heldout")}}
-            for s, r in res.items()}
-
-
-# =================================================================================================
-# the other stages
+# running the stages (memjax.jobs.audit_stages)
 # =================================================================================================
 def _timed(timings: dict, name: str, fn: Callable[[], tuple[Any, bool]]) -> Any:
     t0 = time.perf_counter()
     out, reused = fn()
     timings[name] = "cached" if reused else round(time.perf_counter() - t0, 2)
     return out
-
-
-def _ease_stage(config, subject, cache, mesh, progress, log, timings) -> dict:
-    ec = config.ease
-    opts = _ease_options(ec)
-    key = jax.random.key(int(config.seed))
-    dim = int(np.prod(subject.train.shape[1:]))
-    data_id = fingerprint(subject.train, subject.heldout)
-    rows = {}
-    timings["ease"] = {}
-    for kind in ("network", "exact"):
-        kc = ec[kind]
-        if not kc.enabled:
-            continue
-        settings = parse_settings(kc.settings, dim=dim, grid_steps=int(ec.grid_steps),
-                                  name=f"ease.{kind}.settings")
-        if kind == "network":
-            score_fn, cache_key = subject.score_fn, ("network", subject.model_id, data_id)
-        else:
-            from memjax import scores
-
-            score_fn = scores.empirical(jnp.asarray(subject.train), subject.sde)
-            cache_key = ("exact", data_id, subject.sde.__dict__)
-        res, tm = ease_scores(score_fn, subject.sde, subject.train, subject.heldout, settings,
-                              key=jax.random.fold_in(key, 0 if kind == "network" else 1),
-                              grid_steps=int(ec.grid_steps), batch_size=int(kc.batch_size),
-                              options=opts, cache_dir=cache,
-                              cache_key=(cache_key, int(config.seed), CODE_VERSION),
-                              label=kind, mesh=mesh, progress=progress, log=log)
-        timings["ease"].update(tm)
-        rows[kind] = res
-    return rows
-
-
-def _samples_stage(config, subject, cache, progress, log):
-    from memjax import sampling
-
-    sc = config.sampling
-    shape = tuple(subject.train.shape[1:])
-
-    def draw():
-        return {"samples": sampling.sample(
-            subject.score_fn, subject.sde, jax.random.fold_in(jax.random.key(int(config.seed)), 2),
-            int(sc.num_samples), shape, sampler=sc.sampler, num_steps=int(sc.num_steps),
-            eta=float(sc.eta), batch_size=int(sc.batch_size), progress=progress)}
-
-    key = (subject.model_id, sc.to_dict(), int(config.seed), CODE_VERSION)
-    return wd.cached(f"{cache}/samples", key, draw, log=log)
-
-
-def _memorization_stage(config, subject, samples, cache, mesh, log):
-    mc = config.memorization
-    margs = dict(n=int(mc.n), alpha=float(mc.alpha), delta=float(mc.delta),
-                 ratio_threshold=float(mc.ratio_threshold))
-
-    def memo():
-        s = memorization_metrics(samples, subject.train, mesh=mesh, **margs)
-        h = memorization_metrics(subject.heldout, subject.train, mesh=mesh, **margs)
-        keys = ("l2", "normalized_l2", "d1_d2", "nearest", "memorized")
-        return {**{f"samples_{k}": s[k] for k in keys}, **{f"heldout_{k}": h[k] for k in keys}}
-
-    key = (fingerprint(samples), fingerprint(subject.train, subject.heldout), margs, CODE_VERSION)
-    arrays, reused = wd.cached(f"{cache}/memorization", key, memo, log=log)
-    if mc.get("features", ""):
-        arrays = dict(arrays, feature_similarity=_feature_similarity(
-            config, subject, samples, workdir=cache.rsplit("/", 1)[0], cache=cache, log=log))
-    return arrays, reused
-
-
-def _feature_similarity(config, subject, samples, *, workdir, cache, log) -> dict:
-    """Best cosine similarity of every sample and held-out image to the training set in the
-    feature space ``memorization.features`` (paper 002's measure; AMS / UMS in its bands, paper
-    001 eqs. 14-15, are read off in the report). Features are cached stages."""
-    from memjax.jobs import feature_space as fs
-    from memjax.metrics import memorization as mem
-
-    mc = config.memorization
-    embed, space = fs.embedder(mc.features, workdir, field="memorization.features",
-                               train=subject.train, seed=int(config.seed), log=log)
-    bands, origin = fs.similarity_bands(mc.features, mc.get("bands"), field="memorization.bands",
-                                        feature_space=space)
-    f = {k: embed(x, k) for k, x in (("train", subject.train), ("samples", samples),
-                                     ("heldout", subject.heldout))}
-
-    def best():
-        out = {}
-        for k in ("samples", "heldout"):
-            sim, idx = mem.best_match(f[k], f["train"], measure="cosine")
-            out[f"{k}_cosine"], out[f"{k}_index"] = np.asarray(sim), np.asarray(idx)
-        return out
-
-    key = (fs.spec_id(mc.features), fingerprint(f["train"], f["samples"], f["heldout"]),
-           CODE_VERSION)
-    arrays, _ = wd.cached(f"{cache}/feature_similarity", key, best, log=log)
-    return {**arrays, "feature_space": space, "bands_origin": origin, "bands": bands,
-            "num_train": len(f["train"])}
-
-
-def _diverse_stage(config, subject, samples, workdir, cache, log):
-    from memjax.jobs import sources
-
-    dc = config.diverse
-    real = np.concatenate([subject.train, subject.heldout]) if dc.reference == "all" \
-        else subject.train
-
-    def div():
-        from memjax.metrics import diverse as dv
-
-        feats = sources.load_features(dc.features, train=subject.train,
-                                      workdir=f"{workdir}/classifier", seed=int(config.seed),
-                                      field="diverse.features")
-        fr, fg = np.asarray(feats(real)), np.asarray(feats(samples))
-        space = np.asarray(getattr(feats, "name", dc.features))
-        if dc.method == "tsne_hull":
-            res = dv.tsne_hull(fr, fg, key=jax.random.fold_in(jax.random.key(int(config.seed)), 3),
-                               perplexity=float(dc.perplexity), num_iters=int(dc.num_iters))
-            emb = np.concatenate([np.asarray(res.real_embedding),
-                                  np.asarray(res.generated_embedding)])
-            return {"mask": np.asarray(res.diverse), "embedding": emb, "feature_space": space}
-        res = dv.knn_support(fr, fg, k=int(dc.k))
-        return {"mask": np.asarray(res.diverse), "embedding": np.zeros((0, 2), np.float32),
-                "feature_space": space}
-
-    from memjax.jobs import feature_space as fs
-
-    key = (fingerprint(samples), fingerprint(subject.train, subject.heldout), dc.to_dict(),
-           int(config.seed), CODE_VERSION)
-    if ":" in dc.features:   # the weights' content, not only their path
-        key = key + (fs.spec_id(dc.features),)
-    return wd.cached(f"{cache}/diverse", key, div, log=log)
 
 
 def _write_report(config, workdir, subject, rows, samples, mem, diverse) -> dict:
@@ -449,16 +213,16 @@ def run_audit(config, workdir: str, *, progress: bool = True,
     log(f"[model] {subject.description}; {subject.train.shape[0]} trained and "
         f"{subject.heldout.shape[0]} held-out images of shape {tuple(subject.train.shape[1:])} "
         f"({timings['model']} s)")
-    rows = _ease_stage(config, subject, cache, mesh, progress, log, timings)
+    rows = stages.ease_stage(config, subject, cache, mesh, progress, log, timings)
     samples = mem = diverse = None
     sc, dc = config.sampling, config.diverse
     if sc.num_samples > 0:
         samples = _timed(timings, "samples",
-                         lambda: _samples_stage(config, subject, cache, progress, log))["samples"]
+                         lambda: stages.samples_stage(config, subject, cache, progress, log))["samples"]
         log(f"[samples] {samples.shape[0]} samples ({sc.sampler}, {sc.num_steps} steps): "
             f"{timings['samples']}")
         mem = _timed(timings, "memorization",
-                     lambda: _memorization_stage(config, subject, samples, cache, mesh, log))
+                     lambda: stages.memorization_stage(config, subject, samples, cache, mesh, log))
         if "feature_similarity" in mem:
             log(f"[memorization] cosine similarity in "
                 f"{mem['feature_similarity']['feature_space']} ({config.memorization.features})")
@@ -466,7 +230,7 @@ def run_audit(config, workdir: str, *, progress: bool = True,
             f"{len(subject.heldout)} held-out images: {timings['memorization']}")
         if dc.enabled:
             diverse = _timed(timings, "diverse",
-                             lambda: _diverse_stage(config, subject, samples, workdir, cache, log))
+                             lambda: stages.diverse_stage(config, subject, samples, workdir, cache, log))
             log(f"[diverse] {dc.method} in {dc.features} features: {timings['diverse']}")
     report = _timed(timings, "report", lambda: (_write_report(
         config, workdir, subject, rows, samples, mem, diverse), False))

@@ -1,6 +1,7 @@
 """Jobs: thin compositions of library functions with a config, a validation and a ``run``.
 
     audit     memjax.audit            model -> ease of reproduction -> samples -> report
+              (its stages: memjax.jobs.audit_stages; report: memjax.jobs.audit_report)
     sample    memjax.jobs.sample      chunked samples of a trained model, nearest neighbours
     side      memjax.side             SIDE extraction (paper 001)
     evaluate  memjax.scripts.evaluate generated images against a training set
