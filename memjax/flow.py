@@ -134,20 +134,26 @@ def _check_common(score_fn, sde, x, name):
     return _checks.as_array(name, x)
 
 
+def _transport(score_fn, sde, x, name, *, forward: bool, t0, t1, return_solution, **solver_args):
+    """:func:`encode` (``forward``: ``t0 -> t1``) or :func:`decode` (``t1 -> t0``) of ``x``."""
+    x = _check_common(score_fn, sde, x, name)
+    ta, tb = _span(sde, t0, t1, forward=forward)
+    sol = solve(sde.pf_drift(score_fn), x, ta, tb, **solver_args)
+    if return_solution:
+        return sol
+    _warn_if_failed(sol, "encode" if forward else "decode")
+    return sol.y
+
+
 def encode(score_fn: ScoreFn, sde: VPSDE, x0: Array, *, solver: str = "tsit5",
            rtol: float = 1e-5, atol: float = 1e-5, num_steps: int | None = None,
            t0: float | None = None, t1: float | None = None, max_steps: int = 16_384,
            return_solution: bool = False):
     """Maps data ``x0`` at ``t0`` (default ``t_min``) to its latent at ``t1`` (default ``t_max``)
     along the probability-flow ODE (eq. 8). Returns the latent, or a :class:`FlowSolution`."""
-    x0 = _check_common(score_fn, sde, x0, "x0")
-    ta, tb = _span(sde, t0, t1, forward=True)
-    sol = solve(sde.pf_drift(score_fn), x0, ta, tb, solver=solver, rtol=rtol, atol=atol,
-                num_steps=num_steps, max_steps=max_steps)
-    if return_solution:
-        return sol
-    _warn_if_failed(sol, "encode")
-    return sol.y
+    return _transport(score_fn, sde, x0, "x0", forward=True, t0=t0, t1=t1,
+                      return_solution=return_solution, solver=solver, rtol=rtol, atol=atol,
+                      num_steps=num_steps, max_steps=max_steps)
 
 
 def decode(score_fn: ScoreFn, sde: VPSDE, z: Array, *, solver: str = "tsit5",
@@ -156,14 +162,9 @@ def decode(score_fn: ScoreFn, sde: VPSDE, z: Array, *, solver: str = "tsit5",
            return_solution: bool = False):
     """Maps a latent ``z`` at ``t1`` (default ``t_max``) back to data at ``t0`` (default ``t_min``):
     the inverse of :func:`encode`, and the probability-flow sampler when ``z ~ N(0, I)``."""
-    z = _check_common(score_fn, sde, z, "z")
-    ta, tb = _span(sde, t0, t1, forward=False)
-    sol = solve(sde.pf_drift(score_fn), z, ta, tb, solver=solver, rtol=rtol, atol=atol,
-                num_steps=num_steps, max_steps=max_steps)
-    if return_solution:
-        return sol
-    _warn_if_failed(sol, "decode")
-    return sol.y
+    return _transport(score_fn, sde, z, "z", forward=False, t0=t0, t1=t1,
+                      return_solution=return_solution, solver=solver, rtol=rtol, atol=atol,
+                      num_steps=num_steps, max_steps=max_steps)
 
 
 # -- divergence ------------------------------------------------------------------------------------

@@ -177,6 +177,40 @@ def _num_intervals(name, span, dt):
     return kr
 
 
+def _intervals(t0, t1, dt, transient) -> tuple[int, int]:
+    """``(intervals in [t0, t1], intervals in the transient)`` of length ``dt``, checked."""
+    for name, val in (("t0", t0), ("t1", t1), ("dt", dt), ("transient", transient)):
+        if not isinstance(val, (int, float, np.integer, np.floating)) or not np.isfinite(val):
+            raise ValueError(f"{name}: expected a finite Python number, got {val!r}")
+    if not t1 > t0:
+        raise ValueError(f"t0, t1: expected t0 < t1, got {t0}, {t1}")
+    _checks.check_positive("dt", dt)
+    if transient < 0:
+        raise ValueError(f"transient: expected a non-negative number, got {transient}")
+    num_total = _num_intervals("t1 - t0", float(t1) - float(t0), float(dt))
+    num_skip = _num_intervals("transient", float(transient), float(dt))
+    if num_total < 1 or num_skip >= num_total:
+        raise ValueError(f"transient: expected less than t1 - t0 = {t1 - t0:g} so that something "
+                         f"is recorded, got {transient:g}")
+    return num_total, num_skip
+
+
+def _starting_axes(initial_axes, key, n: int, d: int, dtype) -> Array:
+    """Orthonormal ``[n, d]`` starting tangents: ``initial_axes``, else a Gaussian draw from
+    ``key``, else the first ``n`` standard basis vectors."""
+    if initial_axes is not None:
+        axes = _checks.as_array("initial_axes", initial_axes)
+        if axes.shape[0] != n or axes.size != n * d:
+            raise ValueError(f"initial_axes: expected shape ({n}, {d}) (num_exponents x state "
+                             f"size), got {axes.shape}")
+        axes = axes.reshape(n, d).astype(dtype)
+    elif key is not None:
+        axes = jax.random.normal(key, (n, d), dtype)
+    else:
+        axes = jnp.eye(n, d, dtype=dtype)
+    return orthonormal_axes(axes)
+
+
 def spectrum(f: VectorField, y0, *, t0: float, t1: float, dt: float,
              num_exponents: int | None = None, transient: float = 0.0,
              initial_axes: Array | None = None, key: PRNGKeyArray | None = None,
@@ -218,14 +252,7 @@ def spectrum(f: VectorField, y0, *, t0: float, t1: float, dt: float,
         flat0 = flat0.astype(jnp.result_type(float))
     _checks.check_finite("y0", flat0)
     d = flat0.size
-    for name, val in (("t0", t0), ("t1", t1), ("dt", dt), ("transient", transient)):
-        if not isinstance(val, (int, float, np.integer, np.floating)) or not np.isfinite(val):
-            raise ValueError(f"{name}: expected a finite Python number, got {val!r}")
-    if not t1 > t0:
-        raise ValueError(f"t0, t1: expected t0 < t1, got {t0}, {t1}")
-    _checks.check_positive("dt", dt)
-    if transient < 0:
-        raise ValueError(f"transient: expected a non-negative number, got {transient}")
+    num_total, num_skip = _intervals(t0, t1, dt, transient)
     n = d if num_exponents is None else num_exponents
     _checks.check_positive_int("num_exponents", n)
     if n > d:
@@ -236,23 +263,8 @@ def spectrum(f: VectorField, y0, *, t0: float, t1: float, dt: float,
                          f"{solver!r}, got None")
     _flow.check_solver_args(solver, num_substeps, rtol, atol, max_steps)
     _checks.check_positive_int("chunk", chunk, allow_none=True)
-    num_total = _num_intervals("t1 - t0", float(t1) - float(t0), float(dt))
-    num_skip = _num_intervals("transient", float(transient), float(dt))
-    if num_total < 1 or num_skip >= num_total:
-        raise ValueError(f"transient: expected less than t1 - t0 = {t1 - t0:g} so that something "
-                         f"is recorded, got {transient:g}")
     dtype = flat0.dtype
-    if initial_axes is not None:
-        axes = _checks.as_array("initial_axes", initial_axes)
-        if axes.shape[0] != n or axes.size != n * d:
-            raise ValueError(f"initial_axes: expected shape ({n}, {d}) (num_exponents x state "
-                             f"size), got {axes.shape}")
-        axes = axes.reshape(n, d).astype(dtype)
-    elif key is not None:
-        axes = jax.random.normal(key, (n, d), dtype)
-    else:
-        axes = jnp.eye(n, d, dtype=dtype)
-    axes = orthonormal_axes(axes)
+    axes = _starting_axes(initial_axes, key, n, d, dtype)
 
     def flat_f(t, y):
         out, _ = ravel_pytree(f(t, unravel(y)))

@@ -277,6 +277,10 @@ def _histogram_settings(settings: list) -> list:
     return pick[:4]
 
 
+_TABLE_COLUMNS = ("num_axes", "steps", "auroc", "p_value", "mean_trained", "mean_heldout")
+_TABLE_ROW = "{:8s} {:4d} {:5d} {:6.3f} {:9.2e} {:8.2f} {:8.2f} {:6.2f}"
+
+
 def summary_table(report: dict) -> str:
     """A short plain-text table of the report's headline numbers."""
     lines = ["", "memorization audit: ease of reproduction, trained vs held-out",
@@ -284,13 +288,9 @@ def summary_table(report: dict) -> str:
              f"{'mean tr':>8s} {'mean ho':>8s} {'stable':>6s}"]
     for kind, table in report.get("ease_of_reproduction", {}).items():
         for r in table:
-            p = r["p_value"]
-            auc = r["auroc"]
-            lines.append(f"{kind:8s} {r['num_axes']:4d} {r['steps']:5d} "
-                         f"{auc if auc is not None else float('nan'):6.3f} "
-                         f"{p if p is not None else float('nan'):9.2e} {r['mean_trained']:8.2f} "
-                         f"{r['mean_heldout']:8.2f} "
-                         f"{min(r['frac_stable_trained'], r['frac_stable_heldout']):6.2f}")
+            nums = [r[k] if r[k] is not None else float("nan") for k in _TABLE_COLUMNS]
+            stable = min(r["frac_stable_trained"], r["frac_stable_heldout"])
+            lines.append(_TABLE_ROW.format(kind, *nums, stable))
     if "memorization" in report:
         m = report["memorization"]
         lines.append(f"samples: {report['sampling']['num_samples']}; memorized "

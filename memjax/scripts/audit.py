@@ -12,24 +12,19 @@ run resumes. See :mod:`memjax.audit` and ``configs/digits_audit.py`` for what is
 
 from __future__ import annotations
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from memjax.scripts import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Audit config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the model, caches and report.")
+_CONFIG, _WORKDIR = common.job_flags("Audit config file.",
+                                     "Directory for the model, caches and report.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from memjax import audit, console
 
-    common.setup()
+    common.setup(argv)
     config = _CONFIG.value
     if "train" in config:
         config.train.training.progress = _PROGRESS.value   # training reports like every stage

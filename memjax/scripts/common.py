@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from memjax.scripts import distributed  # defines the multi-host flags of every script
 
-__all__ = ["config_dirs", "resolve_config", "resolve_argv", "setup", "run"]
+__all__ = ["config_dirs", "resolve_config", "resolve_argv", "job_flags", "setup", "run"]
 
 
 def config_dirs() -> list[str]:
@@ -68,12 +68,27 @@ def resolve_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def setup() -> None:
-    """Quiet logging (unless ``--verbosity`` was given), then the multi-host start-up."""
+def job_flags(config_help: str, workdir_help: str):
+    """The two flags of every job script, both required: ``--config`` (an
+    ``ml_collections`` config file, locked) and ``--workdir``. Returns their holders."""
     from absl import flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, workdir_help)
+    flags.mark_flags_as_required(["config", "workdir"])
+    return config, workdir
+
+
+def setup(argv: Sequence[str] | None = None) -> None:
+    """Rejects positional arguments (``argv`` past the program name), then quiet logging
+    (unless ``--verbosity`` was given) and the multi-host start-up."""
+    from absl import app, flags
 
     from memjax import console
 
+    if argv is not None and len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     fl = flags.FLAGS
     console.quiet(fl.verbosity + 1 if fl["verbosity"].present else 0)
     distributed.initialize_from_flags()

@@ -22,22 +22,15 @@ evaluation is a single pass of pure functions (seconds to minutes); a rerun reco
 
 from __future__ import annotations
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from memjax.jobs.evaluate import evaluate  # noqa: F401 (the job, re-exported)
 from memjax.scripts import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Evaluation config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for metrics.json and figures.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.job_flags("Evaluation config file.",
+                                     "Directory for metrics.json and figures.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    common.setup()
+    common.setup(argv)
     evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -13,25 +13,19 @@ writes ``samples.npz``, ``grid.png``, ``nearest.png`` and ``stats.json``. See
 
 from __future__ import annotations
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from memjax.scripts import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Sampling config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the samples and the report.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.job_flags("Sampling config file.",
+                                     "Directory for the samples and the report.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import json
 
     from memjax.jobs import sources
     from memjax.jobs import sample as sample_job
 
-    common.setup()
+    common.setup(argv)
     config, workdir = _CONFIG.value, _WORKDIR.value
     trained = sources.job_target(config, workdir)
     print(json.dumps(sample_job.run(config, workdir, trained), indent=1))

@@ -13,23 +13,17 @@ See :mod:`memjax.side`.
 
 from __future__ import annotations
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from memjax.scripts import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "SIDE config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage and the report.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.job_flags("SIDE config file.",
+                                     "Directory for every stage and the report.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from memjax import side
     from memjax.jobs import sources
 
-    common.setup()
+    common.setup(argv)
     config, workdir = _CONFIG.value, _WORKDIR.value
     side.validate_config(config)
     trained = sources.job_target(config, workdir)

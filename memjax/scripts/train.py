@@ -12,23 +12,16 @@ same command again to continue an interrupted run.
 
 from __future__ import annotations
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from memjax.scripts import common
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = common.job_flags("Training config file (configs/*.py).",
+                                     "Directory for checkpoints, metrics and samples.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from memjax import training
 
-    common.setup()
+    common.setup(argv)
     config = _CONFIG.value
     training.validate_config(config)
     result = training.train(config, _WORKDIR.value)
