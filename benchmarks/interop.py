@@ -29,10 +29,8 @@ import datetime
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -43,21 +41,7 @@ import memjax as mj
 from memjax.interop import diffusers as mjd
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-
-def _block(x):
-    return jax.tree_util.tree_map(lambda a: a.block_until_ready() if hasattr(a, "block_until_ready") else a, x)
-
-
-def _time(fn, *args, repeats=2, warm_up=True):
-    if warm_up:
-        _block(fn(*args))                  # compile + warm-up
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _block(fn(*args))
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+from _timing import median_seconds as _time  # noqa: E402 (benchmarks/ is the script's folder)
 
 
 def _load():

@@ -31,21 +31,10 @@ import memjax as mj
 from memjax import volume
 from memjax.data import load_digits
 
+from _timing import block as _block  # benchmarks/ is the script's folder
+from _timing import median_seconds as _time
+
 SDE = mj.VPSDE()
-
-
-def _block(x):
-    return jax.tree_util.tree_map(lambda a: a.block_until_ready(), x)
-
-
-def _time(fn, *args, repeats=3):
-    _block(fn(*args))                      # compile + warm-up
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _block(fn(*args))
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
 
 
 # -- 1. jvp vs finite differences on a U-Net -------------------------------------------------------
@@ -103,6 +92,16 @@ def _row(name, value, ref, evals, seconds):
     return f"| {name} | {value:.4f} | {err:.2e} | {evals} | {seconds:.3f} |", err
 
 
+def _measure(name, fn, x0, ref, lines):
+    """Runs ``fn(x0)``, times it, appends its table row; returns ``(evals, seconds, error)``."""
+    res = fn(x0)
+    sec = _time(fn, x0, repeats=1)
+    row, err = _row(name, float(res.log_growth[-1]), ref, int(res.num_evals), sec)
+    lines.append(row)
+    print(row, flush=True)
+    return int(res.num_evals), sec, err
+
+
 def _accuracy_table(title, score, x0, ref, ref_note, tols, lines, euler_steps=(1000,)):
     d = x0.size
     lines += [f"### 2{title}", "", ref_note, "",
@@ -113,26 +112,16 @@ def _accuracy_table(title, score, x0, ref, ref_note, tols, lines, euler_steps=(1
     for t_steps in euler_steps:
         fn = jax.jit(lambda x, t_steps=t_steps: volume.volume_growth(
             score, SDE, x, num_axes=d, num_steps=t_steps, key=key, check_stability=False))
-        res = fn(x0)
-        sec = _time(fn, x0, repeats=1)
-        row, err = _row(f"Euler T = {t_steps}", float(res.log_growth[-1]), ref,
-                        int(res.num_evals), sec)
-        lines.append(row)
-        print(row, flush=True)
+        evals, sec, err = _measure(f"Euler T = {t_steps}", fn, x0, ref, lines)
         if t_steps == 1000:
-            euler = (int(res.num_evals), sec, err)
+            euler = (evals, sec, err)
     for tol in tols:
         fn = jax.jit(lambda x, tol=tol: volume.volume_growth(
             score, SDE, x, num_axes=d, num_steps=1, solver="tsit5", rtol=tol, atol=tol,
             key=key, check_stability=False, max_steps=100_000))
-        res = fn(x0)
-        sec = _time(fn, x0, repeats=1)
-        row, err = _row(f"tsit5 rtol = atol = {tol:g}", float(res.log_growth[-1]), ref,
-                        int(res.num_evals), sec)
-        lines.append(row)
-        print(row, flush=True)
+        evals, sec, err = _measure(f"tsit5 rtol = atol = {tol:g}", fn, x0, ref, lines)
         if err <= 0.01 and best is None:
-            best = (tol, int(res.num_evals), sec, err)
+            best = (tol, evals, sec, err)
     if best is not None:
         lines += ["", f"Adaptive path within 1%: rtol {best[0]:g}, {best[1]} evaluations "
                   f"({euler[0] / best[1]:.1f}x fewer than Euler T = 1000, whose error is "
