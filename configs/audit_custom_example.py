@@ -35,20 +35,11 @@ the full volume is D = 3072 axes, so the settings below stop at N = 64 and 10 st
 network (~66 x 10 forward passes per image); raise them on an accelerator.
 """
 
-import importlib.util
-import os
-
-
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_audit.py")
-    spec = importlib.util.spec_from_file_location("digits_audit_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from memjax.scripts.common import load_config
 
 
 def get_config(source: str = "tfds"):
-    c = _base()
+    c = load_config("digits_audit", next_to=__file__)
     d = c.train.data
     if source == "tfds":
         d.source, d.name, d.split = "tfds", "cifar10", "train"

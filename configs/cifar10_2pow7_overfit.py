@@ -19,20 +19,11 @@ gradient clipping 1, EMA 0.9999), except:
   training.checkpoint_every / sample_every: 25,000.
 """
 
-import importlib.util
-import os
-
-
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_ddpm.py")
-    spec = importlib.util.spec_from_file_location("cifar10_ddpm_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from memjax.scripts.common import load_config
 
 
 def get_config():
-    c = _base()
+    c = load_config("cifar10_ddpm", next_to=__file__)
     c.data.num_train = 64
     c.data.num_heldout = -1
     c.data.flip = True

@@ -38,20 +38,10 @@ exact rows (the empirical score of the 1,000 trained images, a perfect memoriser
 go to the full volume. Interrupted runs resume from their cached stages.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
 from memjax.data import data_config
-
-
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_audit.py")
-    spec = importlib.util.spec_from_file_location("digits_audit_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from memjax.scripts.common import load_config
 
 
 def _split(source: str, split: str, path: str, num: int, seed: int) -> ml_collections.ConfigDict:
@@ -65,7 +55,7 @@ def _split(source: str, split: str, path: str, num: int, seed: int) -> ml_collec
 def get_config(source: str = "tfds"):
     if source not in ("tfds", "folder"):
         raise ValueError(f"config argument: expected 'tfds' or 'folder', got {source!r}")
-    c = _base()
+    c = load_config("digits_audit", next_to=__file__)
     del c["train"]  # nothing is trained here: the model is the checkpoint
     c.model.source = "diffusers:/data/ddpm-cifar10-32"
     n = 1000

@@ -65,18 +65,9 @@ the separation is complete; REFERENCE.md). The network's full volume (N = -1) ov
 adds about 2 CPU-minutes: --config.ease.network.settings="((1, 100), (8, 10), (-1, 10))".
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _train_config():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_overfit.py")
-    spec = importlib.util.spec_from_file_location("digits_overfit_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from memjax.scripts.common import load_config
 
 
 def get_config(variant: str = ""):
@@ -86,7 +77,7 @@ def get_config(variant: str = ""):
         raise ValueError(f"config argument: expected '' or 'tiny', got {variant!r}")
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.train = _train_config()
+    c.train = load_config("digits_overfit", next_to=__file__)
 
     c.model = ml_collections.ConfigDict()
     c.model.workdir = ""

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 from memjax.scripts import distributed  # defines the multi-host flags of every script
 
-__all__ = ["config_dirs", "resolve_config", "resolve_argv", "job_flags", "setup", "run"]
+__all__ = ["config_dirs", "resolve_config", "resolve_argv", "load_config", "job_flags", "setup",
+           "run"]
 
 
 def config_dirs() -> list[str]:
@@ -53,6 +54,21 @@ def resolve_config(value: str) -> str:
                     if f.endswith(".py") and not f.startswith("_")})
     raise SystemExit(f"--config: no file {path!r} and no shipped config of that name; shipped "
                      f"configs: {', '.join(names)}")
+
+
+def load_config(name: str, *args, next_to: str | None = None):
+    """``get_config(*args)`` of the config ``name`` (``digits_audit``): the file ``name.py`` in
+    the folder of ``next_to`` (a config's ``__file__``) when it exists, else the shipped config
+    of that name (:func:`resolve_config`). How one config builds on another."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(next_to)), name + ".py") if next_to else ""
+    if not os.path.isfile(path):
+        path = resolve_config(name).partition(":")[0]
+    spec = importlib.util.spec_from_file_location(f"memjax_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*args)
 
 
 def resolve_argv(argv: Sequence[str]) -> list[str]:
