@@ -18,8 +18,8 @@ from memjax.schedules import CosineVP, DiscreteVP
 from memjax.sde import VPSDE, VPSchedule
 from memjax.volume import VolumeGrowth, ease_of_reproduction, rank_images, volume_growth
 
-_LAZY = ("audit", "checkpoint", "console", "data", "features", "fit", "interop", "jobs", "report", "side",
-         "trained", "train_config", "training", "volume_settings", "workdir")
+_LAZY = ("audit", "checkpoint", "console", "data", "data_sources", "features", "fit", "interop", "jobs",
+         "report", "side", "trained", "train_config", "train_step", "training", "volume_settings", "workdir")
 
 __all__ = [
     "CosineVP", "DiscreteVP", "VPSDE", "VPSchedule", "VolumeGrowth", "ease_of_reproduction", "flow",
