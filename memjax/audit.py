@@ -171,11 +171,6 @@ def prepare_model(config, workdir: str, *, log: Callable[[str], None] = print) -
 # =================================================================================================
 # the ease stage
 # =================================================================================================
-def _ease_options(ec) -> dict:
-    return dict(method=ec.method, accumulate=ec.accumulate, sigma=float(ec.sigma),
-                solver=ec.solver, check_stability=bool(ec.check_stability))
-
-
 def ease_scores(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np.ndarray,
                 settings: Sequence[Setting], *, key: PRNGKeyArray, grid_steps: int,
                 batch_size: int, options: dict, cache_dir: str | None = None,
@@ -284,20 +279,19 @@ def _timed(timings: dict, name: str, fn: Callable[[], tuple[Any, bool]]) -> Any:
 
 
 def _ease_stage(config, subject, cache, mesh, progress, log, timings) -> dict:
+    from memjax.jobs import ease_rows
+
     ec = config.ease
-    opts = _ease_options(ec)
     key = jax.random.key(int(config.seed))
     dim = int(np.prod(subject.train.shape[1:]))
     data_id = fingerprint(subject.train, subject.heldout)
     rows = {}
     timings["ease"] = {}
-    for kind in ("network", "exact"):
-        kc = ec[kind]
-        if not kc.enabled:
-            continue
+    for kind in ease_rows.row_kinds(ec):
+        kc, opts = ec[kind], ease_rows.row_options(ec, kind)
         settings = parse_settings(kc.settings, dim=dim, grid_steps=int(ec.grid_steps),
                                   name=f"ease.{kind}.settings")
-        if kind == "network":
+        if kind in ease_rows.NETWORK_KINDS:
             score_fn, cache_key = subject.score_fn, ("network", subject.model_id, data_id)
         else:
             from memjax import scores
@@ -305,7 +299,7 @@ def _ease_stage(config, subject, cache, mesh, progress, log, timings) -> dict:
             score_fn = scores.empirical(jnp.asarray(subject.train), subject.sde)
             cache_key = ("exact", data_id, subject.sde.__dict__)
         res, tm = ease_scores(score_fn, subject.sde, subject.train, subject.heldout, settings,
-                              key=jax.random.fold_in(key, 0 if kind == "network" else 1),
+                              key=jax.random.fold_in(key, 1 if kind == "exact" else 0),
                               grid_steps=int(ec.grid_steps), batch_size=int(kc.batch_size),
                               options=opts, cache_dir=cache,
                               cache_key=(cache_key, int(config.seed), CODE_VERSION),
@@ -516,8 +510,13 @@ def validate_config(config) -> None:
     _checks.check_choice("ease.method", ec.method, ("jvp", "finite_difference"))
     _checks.check_choice("ease.accumulate", ec.accumulate, ("qr", "norms"))
     _checks.check_positive_int("ease.grid_steps", ec.grid_steps)
-    for kind in ("network", "exact"):
+    from memjax.jobs import ease_rows
+
+    for kind in (k for k in ease_rows.ROW_KINDS if k in ec):
         _checks.check_positive_int(f"ease.{kind}.batch_size", ec[kind].batch_size)
+        for f in ("method", "accumulate"):
+            if f in ec[kind]:
+                _checks.check_choice(f"ease.{kind}.{f}", ec[kind][f], ease_rows.CHOICES[f])
         if ec[kind].enabled:
             parse_settings(ec[kind].settings, grid_steps=int(ec.grid_steps),
                            name=f"ease.{kind}.settings")

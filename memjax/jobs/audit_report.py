@@ -26,7 +26,10 @@ REPORT_VERSION = 1
 
 def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
     """The content of ``report.json`` (deterministic: no timings, no paths)."""
+    from memjax.jobs import ease_rows
+
     ec = config.ease
+    row_labels = ease_rows.labels(ec, rows)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "model": {"description": subject.description.split(" (")[0], "step": subject.step,
@@ -38,6 +41,8 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
         "settings_used": {
             "grid_steps": int(ec.grid_steps), "method": ec.method, "accumulate": ec.accumulate,
             "solver": ec.solver, "sigma": float(ec.sigma), "seed": int(config.seed),
+            "row_labels": row_labels,
+            "row_options": {k: ease_rows.row_options(ec, k) for k in rows},
             **{kind: [list(s) for s in sorted(rows[kind])] for kind in rows},
             **{f"{kind}_runs": [list(r) for r in sorted({tuple(v["run"]) for v in rows[kind].values()})]
                for kind in rows}},
@@ -46,7 +51,8 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
     for kind, res in rows.items():
         table = []
         for s, v in sorted(res.items()):
-            row = {"num_axes": s.num_axes, "steps": s.steps, **separation(v["trained"], v["heldout"]),
+            row = {"label": row_labels[kind], "num_axes": s.num_axes, "steps": s.steps,
+                   **separation(v["trained"], v["heldout"]),
                    "frac_stable_trained": float(np.mean(v["stable_trained"])),
                    "frac_stable_heldout": float(np.mean(v["stable_heldout"]))}
             table.append(row)
@@ -280,17 +286,19 @@ def _histogram_settings(settings: list) -> list:
 def summary_table(report: dict) -> str:
     """A short plain-text table of the report's headline numbers."""
     lines = ["", "memorization audit: ease of reproduction, trained vs held-out",
-             f"{'score':8s} {'N':>4s} {'steps':>5s} {'AUROC':>6s} {'p-value':>9s} "
+             f"{'score':10s} {'N':>4s} {'steps':>5s} {'AUROC':>6s} {'p-value':>9s} "
              f"{'mean tr':>8s} {'mean ho':>8s} {'stable':>6s}"]
     for kind, table in report.get("ease_of_reproduction", {}).items():
         for r in table:
             p = r["p_value"]
             auc = r["auroc"]
-            lines.append(f"{kind:8s} {r['num_axes']:4d} {r['steps']:5d} "
+            lines.append(f"{kind:10s} {r['num_axes']:4d} {r['steps']:5d} "
                          f"{auc if auc is not None else float('nan'):6.3f} "
                          f"{p if p is not None else float('nan'):9.2e} {r['mean_trained']:8.2f} "
                          f"{r['mean_heldout']:8.2f} "
                          f"{min(r['frac_stable_trained'], r['frac_stable_heldout']):6.2f}")
+    for kind, label in report.get("settings_used", {}).get("row_labels", {}).items():
+        lines.append(f"  {kind}: {label}")
     if "memorization" in report:
         m = report["memorization"]
         lines.append(f"samples: {report['sampling']['num_samples']}; memorized "
@@ -313,8 +321,10 @@ def report_markdown(report: dict, figures: dict) -> str:
           f"images, D = {report['data']['dimension']}.", "",
           f"Ease of reproduction: log volume growth along the probability-flow ODE (paper 000, "
           f"Algorithm 1), method `{su['method']}`, accumulation `{su['accumulate']}`, solver "
-          f"`{su['solver']}`, grid of {su['grid_steps']} steps; `exact` is the exact score of the "
-          "training set (a perfect memoriser, paper 000 eq. 11). AUROC: trained images positive; "
+          f"`{su['solver']}`, grid of {su['grid_steps']} steps, unless a row's label says "
+          "otherwise; `exact score` is the exact score of the training set (a perfect memoriser, "
+          "paper 000 eq. 11); `Algorithm 1` rows are the paper's algorithm as written "
+          "(finite-difference neighbours, raw per-axis stretches). AUROC: trained images positive; "
           "1 = every trained image grows more than every held-out image, 0.5 = no separation. "
           "`stable`: fraction of images whose steps all passed the explicit-Euler stability "
           "check.", "",
@@ -324,7 +334,7 @@ def report_markdown(report: dict, figures: dict) -> str:
         for r in table:
             auc = r["auroc"] if r["auroc"] is not None else float("nan")
             p = r["p_value"] if r["p_value"] is not None else float("nan")
-            md.append(f"| {kind} | {r['num_axes']} | {r['steps']} | {auc:.3f} | {p:.2e} | "
+            md.append(f"| {r.get('label', kind)} | {r['num_axes']} | {r['steps']} | {auc:.3f} | {p:.2e} | "
                       f"{r['mean_trained']:.2f} | {r['mean_heldout']:.2f} | "
                       f"{min(r['frac_stable_trained'], r['frac_stable_heldout']):.2f} |")
     if "memorization" in report:
