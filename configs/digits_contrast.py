@@ -18,10 +18,11 @@ sampling.*, memorization.n / alpha, ease.*), plus
     index; not reproduced: a seeded draw), fixed before any growth is computed.
   ease.network.settings: the (N, steps) of Fig. 3 (p-values against N at the first and last
     step, against steps at N = 1), memjax's exact tangents and true volume (``qr``: two
-    nested runs cover every setting).
+    nested runs cover every setting). ease.check_stability is off (the network passed the
+    check at every step in the audit; it costs one more tangent).
 
-Cost: about 12 CPU-minutes after training (2,048 DDIM samples; the two runs (8, 1000) and
-(64, 100) on 2 x 32 images); training the model about 6 CPU-minutes more.
+Cost: about 5 CPU-minutes after training (2,048 DDIM samples; the two runs (8, 1000) and
+(64, 10) on 2 x 24 images); training the model about 6 CPU-minutes more.
 """
 
 import importlib.util
@@ -38,12 +39,13 @@ def get_config():
     c = module.get_config()
     c.job = "reproduced_contrast"
     c.train.data.num_train = 256
+    c.ease.check_stability = False
     c.ease.network.settings = tuple((n, s) for n in (1, 2, 4, 8) for s in (1, 10, 100, 1000)) \
-        + ((-1, 1), (-1, 10), (-1, 100))
+        + ((-1, 1), (-1, 10))
     c.ease.network.batch_size = 32
     c.sampling.batch_size = 512
     c.contrast = ml_collections.ConfigDict()
     c.contrast.num_samples = 2048
     c.contrast.deltas = (1.0 / 3.0, 0.5)
-    c.contrast.max_per_group = 32
+    c.contrast.max_per_group = 24
     return c

@@ -89,8 +89,9 @@ def run_ease_sweep(config, workdir: str, *, log: Callable[[str], None] = print) 
     wd.makedirs(f"{workdir}/sweep")
     subject = audit.prepare_model(config, workdir, log=log)
     k = int(config.sweep.images_per_group)
-    if not 2 <= k <= min(len(subject.train), len(subject.heldout)):
-        raise ValueError(f"sweep.images_per_group: expected 2 .. {min(len(subject.train), len(subject.heldout))}, got {k}")
+    most = min(len(subject.train), len(subject.heldout))
+    if not 2 <= k <= most:
+        raise ValueError(f"sweep.images_per_group: expected 2 .. {most}, got {k}")
     images = np.concatenate([subject.train[:k], subject.heldout[:k]])
     dim = int(np.prod(images.shape[1:]))
     rows, timings = [], {}
