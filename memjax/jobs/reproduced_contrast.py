@@ -207,12 +207,11 @@ def fig_contrast(out: dict, growth: dict):
             rs = sorted((r for r in rows if sel(r)), key=lambda r: r[x])
             ax.loglog([r[x] for r in rs], [max(r["p_value"], 1e-300) for r in rs], "o-",
                       label=f"delta {d:g}")
-    for ax, t in ((axes[1], f"p vs N (step {steps[-1]})"), (axes[2], f"p vs steps (N={nmin})"),
-                  (axes[3], f"p vs N (step {steps[0]})")):
-        ax.set_title(t, fontsize=9)
-        ax.axhline(0.01, color="gray", ls=":", lw=1)
+    titles = (f"p vs N (step {steps[-1]})", f"p vs steps (N={nmin})", f"p vs N (step {steps[0]})")
+    for ax, t, xl in zip(axes[1:], titles, ("N axes", "steps", "N axes")):
+        ax.set(title=t, xlabel=xl, ylabel="Welch t-test p-value")
+        ax.axhline(0.01, color="gray", ls=":", lw=1)   # the paper's 1 % level
         ax.legend(fontsize=7)
-    axes[1].set_ylabel("Welch t-test p-value")
     fig.suptitle("reproduced vs not-reproduced training images (paper 000 Fig. 2 right, Fig. 3)",
                  fontsize=10)
     fig.tight_layout()
