@@ -121,7 +121,9 @@ def run_ease_sweep(config, workdir: str, *, log: Callable[[str], None] = print) 
 
 def sweep_table(out: dict) -> str:
     """Markdown table of the sweep's rows."""
-    md = [f"Algorithm 1 as written ({out['method']}, {out['accumulate']}, grid "
+    what = ("Algorithm 1 as written" if (out["method"], out["accumulate"]) ==
+            ("finite_difference", "norms") else "Not Algorithm 1")
+    md = [f"{what} (method {out['method']}, accumulation {out['accumulate']}, grid "
           f"{out['grid_steps']}), {out['images_per_group']} trained vs "
           f"{out['images_per_group']} held-out images, D = {out['dimension']}.", "",
           "| N | sigma | steps | AUROC | Welch p | mean trained | mean held-out |",
@@ -163,7 +165,7 @@ def fig_sweep(out: dict, sc):
     axes[1][0].set_ylabel("mean log volume growth (nats)")
     axes[0][0].legend(fontsize=7)
     axes[1][1].legend(fontsize=6)
-    fig.suptitle(f"Algorithm 1 as written, {out['images_per_group']} + "
+    fig.suptitle(f"{out['method']}, {out['accumulate']}: {out['images_per_group']} + "
                  f"{out['images_per_group']} digits (paper 000 Figs. 4-5)", fontsize=10)
     fig.tight_layout()
     return fig
