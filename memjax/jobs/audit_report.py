@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from memjax.jobs import ease_rows
 from memjax.metrics.groups import separation
 from memjax.report import figure as _figure
 from memjax.report import save_figure as _save
@@ -26,8 +27,6 @@ REPORT_VERSION = 1
 
 def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
     """The content of ``report.json`` (deterministic: no timings, no paths)."""
-    from memjax.jobs import ease_rows
-
     ec = config.ease
     row_labels = ease_rows.labels(ec, rows)
     report: dict[str, Any] = {
@@ -41,8 +40,7 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
         "settings_used": {
             "grid_steps": int(ec.grid_steps), "method": ec.method, "accumulate": ec.accumulate,
             "solver": ec.solver, "sigma": float(ec.sigma), "seed": int(config.seed),
-            "row_labels": row_labels,
-            "row_options": {k: ease_rows.row_options(ec, k) for k in rows},
+            **ease_rows.settings_block(ec, rows),
             **{kind: [list(s) for s in sorted(rows[kind])] for kind in rows},
             **{f"{kind}_runs": [list(r) for r in sorted({tuple(v["run"]) for v in rows[kind].values()})]
                for kind in rows}},
@@ -51,11 +49,10 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
     for kind, res in rows.items():
         table = []
         for s, v in sorted(res.items()):
-            row = {"label": row_labels[kind], "num_axes": s.num_axes, "steps": s.steps,
-                   **separation(v["trained"], v["heldout"]),
-                   "frac_stable_trained": float(np.mean(v["stable_trained"])),
-                   "frac_stable_heldout": float(np.mean(v["stable_heldout"]))}
-            table.append(row)
+            table.append({"label": row_labels[kind], "num_axes": s.num_axes, "steps": s.steps,
+                          **separation(v["trained"], v["heldout"]),
+                          "frac_stable_trained": float(np.mean(v["stable_trained"])),
+                          "frac_stable_heldout": float(np.mean(v["stable_heldout"]))})
         ease[kind] = table
     report["ease_of_reproduction"] = ease
     report["auroc_train_vs_heldout"] = {kind: {Setting(r["num_axes"], r["steps"]).name: r["auroc"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ROW_KINDS", "NETWORK_KINDS", "OVERRIDABLE", "row_kinds", "row_options", "row_label",
-           "paper_num_axes", "labels"]
+           "paper_num_axes", "labels", "settings_block"]
 
 ROW_KINDS = ("network", "algorithm1", "exact")
 NETWORK_KINDS = ("network", "algorithm1")    # families scored with the trained model
@@ -74,3 +74,10 @@ def row_label(kind: str, options: dict) -> str:
 def labels(ease_config, kinds: Any) -> dict:
     """``{kind: row_label(kind, row_options(ease_config, kind))}`` for ``kinds``."""
     return {k: row_label(k, row_options(ease_config, k)) for k in kinds}
+
+
+def settings_block(ease_config, kinds: Any) -> dict:
+    """The report's record of each family: ``{"row_labels": {kind: label}, "row_options":
+    {kind: options}}``."""
+    return {"row_labels": labels(ease_config, kinds),
+            "row_options": {k: row_options(ease_config, k) for k in kinds}}
