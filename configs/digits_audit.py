@@ -36,6 +36,20 @@ Every field (``memjax.audit.run_audit`` reads them):
   ease.network.batch_size / ease.exact.batch_size: images per vmapped, device-sharded batch
     (memory ~ batch x (N + 2) activations).
   ease.network.enabled / ease.exact.enabled: switch a row family off.
+  ease.algorithm1: paper 000's Algorithm 1 as written, on the network, reported next to
+    memjax's rows and labelled "Algorithm 1 (paper 000, FD sigma=0.05, norms)" (off by
+    default; on in ``:paper``). Its algorithm1.method ("finite_difference"),
+    algorithm1.accumulate ("norms") and algorithm1.sigma (0.05) override the global ones;
+    algorithm1.settings ((min(100, D), 1000): N = 100, or D when D < 100, over the full grid),
+    algorithm1.batch_size, algorithm1.enabled as for the other families.
+
+Variants (``--config=configs/digits_audit.py:VARIANT``): ``tiny`` (seconds, for tests) and
+``paper``: the default rows plus Algorithm 1 as written (above) and the exact score's full
+volume over the whole grid, for paper 000's Fig. 2 left. Algorithm 1 costs (D + 1) x 1000
+network evaluations per image: 20 CPU-seconds per image for the digits U-Net (measured on 16
+images, docs/repro/paper000.md), so about 85 CPU-minutes (some 45 minutes on 2 idle cores)
+for the 256 images: far over the 5-minute default budget; run it on an accelerator or
+overnight. configs/digits_audit_sweep.py runs the same row on a subset.
   sampling.num_samples: samples drawn from the network (0: skip sampling, memorization and
     diverse samples). sampling.sampler: "ddim", "sde" or "ode"; sampling.num_steps its grid;
     sampling.eta: DDIM stochasticity; sampling.batch_size: samples per batch.
@@ -73,8 +87,8 @@ from memjax.scripts.common import load_config
 def get_config(variant: str = ""):
     """The audit config; ``variant="tiny"`` (``--config=digits_audit:tiny``) is a seconds-scale
     smoke run (8 + 8 digits, 20 training steps) for tests and for trying the console."""
-    if variant not in ("", "tiny"):
-        raise ValueError(f"config argument: expected '' or 'tiny', got {variant!r}")
+    if variant not in ("", "tiny", "paper"):
+        raise ValueError(f"config argument: expected '', 'tiny' or 'paper', got {variant!r}")
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.train = load_config("digits_overfit", next_to=__file__)
@@ -101,6 +115,13 @@ def get_config(variant: str = ""):
     c.ease.exact.settings = ((1, 1), (1, 10), (1, 100), (8, 1), (8, 10), (8, 100),
                              (-1, 1), (-1, 10), (-1, 100))
     c.ease.exact.batch_size = 64
+    c.ease.algorithm1 = ml_collections.ConfigDict()
+    c.ease.algorithm1.enabled = False
+    c.ease.algorithm1.method = "finite_difference"
+    c.ease.algorithm1.accumulate = "norms"
+    c.ease.algorithm1.sigma = 0.05
+    c.ease.algorithm1.settings = ((_paper_axes(c.train), 1000),)
+    c.ease.algorithm1.batch_size = 16
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.num_samples = 256
@@ -128,7 +149,19 @@ def get_config(variant: str = ""):
 
     c.report = ml_collections.ConfigDict()
     c.report.num_show = 12
+    if variant == "paper":
+        c.ease.algorithm1.enabled = True
+        c.ease.exact.settings = tuple(c.ease.exact.settings) + ((-1, 1000),)
     return _tiny(c) if variant == "tiny" else c
+
+
+def _paper_axes(train) -> int:
+    """Paper 000's N: 100 axes, or D when the image dimension D is below 100 (64 for 8x8)."""
+    from memjax.jobs.ease_rows import paper_num_axes
+
+    size = train.model.image_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return paper_num_axes(h * w * train.model.channels)
 
 
 def _tiny(c):

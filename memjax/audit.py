@@ -280,8 +280,13 @@ def validate_config(config) -> None:
     _checks.check_choice("ease.method", ec.method, ("jvp", "finite_difference"))
     _checks.check_choice("ease.accumulate", ec.accumulate, ("qr", "norms"))
     _checks.check_positive_int("ease.grid_steps", ec.grid_steps)
-    for kind in ("network", "exact"):
+    from memjax.jobs import ease_rows
+
+    for kind in (k for k in ease_rows.ROW_KINDS if k in ec):
         _checks.check_positive_int(f"ease.{kind}.batch_size", ec[kind].batch_size)
+        for f in ("method", "accumulate"):
+            if f in ec[kind]:
+                _checks.check_choice(f"ease.{kind}.{f}", ec[kind][f], ease_rows.CHOICES[f])
         if ec[kind].enabled:
             parse_settings(ec[kind].settings, grid_steps=int(ec.grid_steps),
                            name=f"ease.{kind}.settings")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from memjax.jobs import ease_rows
 from memjax.metrics.groups import separation
 from memjax.report import figure as _figure
 from memjax.report import save_figure as _save
@@ -27,6 +28,7 @@ REPORT_VERSION = 1
 def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
     """The content of ``report.json`` (deterministic: no timings, no paths)."""
     ec = config.ease
+    row_labels = ease_rows.labels(ec, rows)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "model": {"description": subject.description.split(" (")[0], "step": subject.step,
@@ -38,6 +40,7 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
         "settings_used": {
             "grid_steps": int(ec.grid_steps), "method": ec.method, "accumulate": ec.accumulate,
             "solver": ec.solver, "sigma": float(ec.sigma), "seed": int(config.seed),
+            **ease_rows.settings_block(ec, rows),
             **{kind: [list(s) for s in sorted(rows[kind])] for kind in rows},
             **{f"{kind}_runs": [list(r) for r in sorted({tuple(v["run"]) for v in rows[kind].values()})]
                for kind in rows}},
@@ -46,10 +49,10 @@ def build_report(config, subject, rows: dict, samples, mem, diverse) -> dict:
     for kind, res in rows.items():
         table = []
         for s, v in sorted(res.items()):
-            row = {"num_axes": s.num_axes, "steps": s.steps, **separation(v["trained"], v["heldout"]),
-                   "frac_stable_trained": float(np.mean(v["stable_trained"])),
-                   "frac_stable_heldout": float(np.mean(v["stable_heldout"]))}
-            table.append(row)
+            table.append({"label": row_labels[kind], "num_axes": s.num_axes, "steps": s.steps,
+                          **separation(v["trained"], v["heldout"]),
+                          "frac_stable_trained": float(np.mean(v["stable_trained"])),
+                          "frac_stable_heldout": float(np.mean(v["stable_heldout"]))})
         ease[kind] = table
     report["ease_of_reproduction"] = ease
     report["auroc_train_vs_heldout"] = {kind: {Setting(r["num_axes"], r["steps"]).name: r["auroc"]
@@ -278,19 +281,21 @@ def _histogram_settings(settings: list) -> list:
 
 
 _TABLE_COLUMNS = ("num_axes", "steps", "auroc", "p_value", "mean_trained", "mean_heldout")
-_TABLE_ROW = "{:8s} {:4d} {:5d} {:6.3f} {:9.2e} {:8.2f} {:8.2f} {:6.2f}"
+_TABLE_ROW = "{:10s} {:4d} {:5d} {:6.3f} {:9.2e} {:8.2f} {:8.2f} {:6.2f}"
 
 
 def summary_table(report: dict) -> str:
     """A short plain-text table of the report's headline numbers."""
     lines = ["", "memorization audit: ease of reproduction, trained vs held-out",
-             f"{'score':8s} {'N':>4s} {'steps':>5s} {'AUROC':>6s} {'p-value':>9s} "
+             f"{'score':10s} {'N':>4s} {'steps':>5s} {'AUROC':>6s} {'p-value':>9s} "
              f"{'mean tr':>8s} {'mean ho':>8s} {'stable':>6s}"]
     for kind, table in report.get("ease_of_reproduction", {}).items():
         for r in table:
             nums = [r[k] if r[k] is not None else float("nan") for k in _TABLE_COLUMNS]
             stable = min(r["frac_stable_trained"], r["frac_stable_heldout"])
             lines.append(_TABLE_ROW.format(kind, *nums, stable))
+    for kind, label in report.get("settings_used", {}).get("row_labels", {}).items():
+        lines.append(f"  {kind}: {label}")
     if "memorization" in report:
         m = report["memorization"]
         lines.append(f"samples: {report['sampling']['num_samples']}; memorized "
@@ -313,8 +318,10 @@ def report_markdown(report: dict, figures: dict) -> str:
           f"images, D = {report['data']['dimension']}.", "",
           f"Ease of reproduction: log volume growth along the probability-flow ODE (paper 000, "
           f"Algorithm 1), method `{su['method']}`, accumulation `{su['accumulate']}`, solver "
-          f"`{su['solver']}`, grid of {su['grid_steps']} steps; `exact` is the exact score of the "
-          "training set (a perfect memoriser, paper 000 eq. 11). AUROC: trained images positive; "
+          f"`{su['solver']}`, grid of {su['grid_steps']} steps, unless a row's label says "
+          "otherwise; `exact score` is the exact score of the training set (a perfect memoriser, "
+          "paper 000 eq. 11); `Algorithm 1` rows are the paper's algorithm as written "
+          "(finite-difference neighbours, raw per-axis stretches). AUROC: trained images positive; "
           "1 = every trained image grows more than every held-out image, 0.5 = no separation. "
           "`stable`: fraction of images whose steps all passed the explicit-Euler stability "
           "check.", "",
@@ -324,7 +331,7 @@ def report_markdown(report: dict, figures: dict) -> str:
         for r in table:
             auc = r["auroc"] if r["auroc"] is not None else float("nan")
             p = r["p_value"] if r["p_value"] is not None else float("nan")
-            md.append(f"| {kind} | {r['num_axes']} | {r['steps']} | {auc:.3f} | {p:.2e} | "
+            md.append(f"| {r.get('label', kind)} | {r['num_axes']} | {r['steps']} | {auc:.3f} | {p:.2e} | "
                       f"{r['mean_trained']:.2f} | {r['mean_heldout']:.2f} | "
                       f"{min(r['frac_stable_trained'], r['frac_stable_heldout']):.2f} |")
     if "memorization" in report:

@@ -32,16 +32,11 @@ from memjax.sde import VPSDE, ScoreFn
 from memjax.volume_settings import Setting, covering_run, parse_settings, plan_runs, volume_curves
 from memjax.workdir import fingerprint
 
-__all__ = ["CODE_VERSION", "audit_arrays", "diverse_stage", "ease_options", "ease_scores",
+__all__ = ["CODE_VERSION", "audit_arrays", "diverse_stage", "ease_scores",
            "ease_stage", "feature_similarity", "memorization_stage", "samples_stage"]
 
 # the version of the numerics behind the cached stages: bump it when they change
 CODE_VERSION = 1
-
-
-def ease_options(ec) -> dict:
-    return dict(method=ec.method, accumulate=ec.accumulate, sigma=float(ec.sigma),
-                solver=ec.solver, check_stability=bool(ec.check_stability))
 
 
 def ease_scores(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np.ndarray,
@@ -142,20 +137,19 @@ def audit_arrays(score_fn: ScoreFn, sde: VPSDE, trained: np.ndarray, heldout: np
 
 
 def ease_stage(config, subject, cache, mesh, progress, log, timings) -> dict:
+    from memjax.jobs import ease_rows
+
     ec = config.ease
-    opts = ease_options(ec)
     key = jax.random.key(int(config.seed))
     dim = int(np.prod(subject.train.shape[1:]))
     data_id = fingerprint(subject.train, subject.heldout)
     rows = {}
     timings["ease"] = {}
-    for kind in ("network", "exact"):
-        kc = ec[kind]
-        if not kc.enabled:
-            continue
+    for kind in ease_rows.row_kinds(ec):
+        kc, opts = ec[kind], ease_rows.row_options(ec, kind)
         settings = parse_settings(kc.settings, dim=dim, grid_steps=int(ec.grid_steps),
                                   name=f"ease.{kind}.settings")
-        if kind == "network":
+        if kind in ease_rows.NETWORK_KINDS:
             score_fn, cache_key = subject.score_fn, ("network", subject.model_id, data_id)
         else:
             from memjax import scores
@@ -163,7 +157,7 @@ def ease_stage(config, subject, cache, mesh, progress, log, timings) -> dict:
             score_fn = scores.empirical(jnp.asarray(subject.train), subject.sde)
             cache_key = ("exact", data_id, subject.sde.__dict__)
         res, tm = ease_scores(score_fn, subject.sde, subject.train, subject.heldout, settings,
-                              key=jax.random.fold_in(key, 0 if kind == "network" else 1),
+                              key=jax.random.fold_in(key, 1 if kind == "exact" else 0),
                               grid_steps=int(ec.grid_steps), batch_size=int(kc.batch_size),
                               options=opts, cache_dir=cache,
                               cache_key=(cache_key, int(config.seed), CODE_VERSION),

@@ -28,6 +28,12 @@ def main(argv):
     config = _CONFIG.value
     if "train" in config:
         config.train.training.progress = _PROGRESS.value   # training reports like every stage
+    job = config.get("job", "audit")
+    if job != "audit":   # paper 000's studies built on the audit's model stage
+        from memjax.jobs import paper000_jobs
+
+        paper000_jobs.run(job, config, _WORKDIR.value)
+        return
     # bars on a terminal; in a log file each stage reports in its own lines
     audit.run_audit(config, _WORKDIR.value, progress=_PROGRESS.value and console.is_terminal())
 
