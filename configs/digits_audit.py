@@ -37,7 +37,7 @@ Every field (``memjax.audit.run_audit`` reads them):
     (memory ~ batch x (N + 2) activations).
   ease.network.enabled / ease.exact.enabled: switch a row family off.
   sampling.num_samples: samples drawn from the network (0: skip sampling, memorization and
-    diverse samples). sampling.sampler: "ddim", "sde" or "ode"; sampling.num_steps its grid;
+    diverse samples). sampling.sampler: "ddim", "sde", "dpm++2m" or "ode"; sampling.num_steps its grid;
     sampling.eta: DDIM stochasticity; sampling.batch_size: samples per batch.
   memorization.n, memorization.alpha: Carlini et al.'s normalized L2 (paper 000 eq. 7) with
     the n nearest training images and alpha. memorization.delta: a sample is memorized when
@@ -132,7 +132,7 @@ def get_config(variant: str = ""):
     c.diverse.reference = "train"
     c.diverse.method = "tsne_hull"
     c.diverse.perplexity = 30.0
-    c.diverse.num_iters = 500
+    c.diverse.num_iters = 1000        # paper 003's t-SNE: perplexity 30, 1000 iterations
     c.diverse.k = 5
 
     c.report = ml_collections.ConfigDict()
