@@ -296,17 +296,3 @@ def test_ams_ums_from_best_equals_ams_ums():
     assert float(res.ams) == pytest.approx(12 / 24) and float(res.ums) == pytest.approx(11 / 24)
     with pytest.raises(ValueError, match="index"):
         ams_ums_from_best(best, np.asarray(idx)[:3], train.shape[0], band=(0.0, 0.3))
-
-
-def test_nearest_neighbours_cpu_search_compiles_without_ynnpack():
-    """On CPU the search uses Eigen's dot through per-jit compiler options (the process's other
-    computations keep XLA's defaults); the plain jit of the same kernel uses YNNPACK."""
-    from memjax import parallel
-    from memjax.metrics import memorization as mm
-
-    if jax.devices()[0].platform != "cpu":
-        pytest.skip("CPU compiler option")
-    q = jax.numpy.ones((8, 64))
-    kw = dict(k=1, c=1, metric="l2", block=16, qblock=8, mesh=parallel.data_mesh())
-    assert "__ynn_fusion" not in mm._knn_cpu.lower(q, q, **kw).compile().as_text()
-    assert "__ynn_fusion" in mm._knn.lower(q, q, **kw).compile().as_text()

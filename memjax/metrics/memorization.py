@@ -29,10 +29,12 @@ Queries are split over the devices of a mesh (``jax.shard_map`` over the axis ``
 references replicated); each device walks its queries in chunks of ``query_block_size`` with
 ``lax.map`` and the reference blocks with ``lax.scan``. Results are identical on 1 and 8 devices.
 
-Speed (benchmarks/results/metrics.md): the matmul's time plus 0.15-0.3x for top-k and re-scoring;
-0.86-1.9x faiss ``IndexFlatL2`` on the loaded 2-core dev box. On CPU the search is compiled
-with Eigen's dot (``compiler_options``, this computation only, not inside a user's ``jit``):
-1.34x vs YNNPACK's 1.90x faiss at 10,000 x 10,000 x 3,072.
+Speed (benchmarks/results/metrics.md): the time is the matmul's, plus 0.15-0.3x of it for the
+top-k and the exact re-scoring. Against faiss ``IndexFlatL2`` (OpenBLAS sgemm, no re-scoring)
+on the 2-core dev box: 0.86x on one thread at load 12, 1.4-1.5x at loads 12-40 on two threads
+and at load 40 on one. Eigen's dot instead of YNNPACK's (per computation:
+``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})``) was not
+faster within the noise, so memjax sets no XLA option.
 
 Bands and orientation (AMS / UMS, paper 001 eqs. 14-15)
 -------------------------------------------------------
@@ -194,7 +196,8 @@ def _balanced(total: int, most: int) -> int:
     return -(-total // num)
 
 
-def _knn_impl(queries, refs, *, k, c, metric, block, qblock, mesh):
+@functools.partial(jax.jit, static_argnames=("k", "c", "metric", "block", "qblock", "mesh"))
+def _knn(queries, refs, *, k, c, metric, block, qblock, mesh):
     m, n = queries.shape[0], refs.shape[0]
     ndev = mesh.devices.size
     mult = ndev * qblock
@@ -207,19 +210,6 @@ def _knn_impl(queries, refs, *, k, c, metric, block, qblock, mesh):
                               out_specs=(P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
                               check_vma=False)(queries, refs)
     return vals[:m], idx[:m]
-
-
-_STATIC = ("k", "c", "metric", "block", "qblock", "mesh")
-_knn = jax.jit(_knn_impl, static_argnames=_STATIC)
-# On CPU, Eigen's dot for this computation only (XLA_FLAGS, other jits untouched); see above.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-_knn_cpu = jax.jit(_knn_impl, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS)
-
-
-def _tracing(*arrays) -> bool:
-    """Inside a jit (compiler options are only allowed on the outermost one)?"""
-    clean = getattr(getattr(jax._src, "core", None), "trace_state_clean", lambda: False)()
-    return not clean or any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ..."], k: int = 1,
@@ -271,8 +261,7 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
     distributed = mesh.is_multi_process
     if distributed:                      # each process copies in its own devices' part
         q, r = parallel.replicate((q, r), mesh)
-    knn = _knn_cpu if mesh.devices.flat[0].platform == "cpu" and not _tracing(q, r) else _knn
-    vals, idx = knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block),
+    vals, idx = _knn(q, r, k=int(k), c=int(c), metric=metric, block=int(block),
                      qblock=int(qblock), mesh=mesh)
     if distributed and gather:
         vals, idx = (jnp.asarray(a) for a in parallel.fetch((vals, idx)))
