@@ -34,7 +34,7 @@ top-k and the exact re-scoring. Against faiss ``IndexFlatL2`` (OpenBLAS sgemm, n
 on the 2-core dev box: 0.86x on one thread at load 12, 1.4-1.5x at loads 12-40 on two threads
 and at load 40 on one. Eigen's dot instead of YNNPACK's (per computation:
 ``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})``) was not
-faster within the noise, so memjax sets no XLA option.
+reproducibly faster (benchmarks/results/metrics.md), so memjax sets no XLA option.
 
 Bands and orientation (AMS / UMS, paper 001 eqs. 14-15)
 -------------------------------------------------------
