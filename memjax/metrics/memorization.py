@@ -31,7 +31,7 @@ references replicated); each device walks its queries in chunks of ``query_block
 
 Speed (benchmarks/results/metrics.md): the time is the matmul's, plus 0.15-0.3x of it for the
 top-k and the exact re-scoring. Against faiss ``IndexFlatL2`` (OpenBLAS sgemm, no re-scoring)
-on the 2-core dev box: 0.86x on one thread at load 12, 1.4-1.5x at loads 12-40 on two threads
+on the 2-core dev box: 0.86x on one thread at load 12, 1.3-1.9x at loads 12-47 on two threads
 and at load 40 on one. Eigen's dot instead of YNNPACK's (per computation:
 ``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})``) was not
 reproducibly faster (benchmarks/results/metrics.md), so memjax sets no XLA option.
