@@ -50,7 +50,31 @@ def _brute_force_f64(queries, refs, rows, k):
     return np.take_along_axis(cand, order, axis=1)
 
 
-def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: int) -> None:
+def _eigen_knn(k: int):
+    """memjax's kernel compiled with XLA:CPU's Eigen dot for this one computation (per-jit
+    ``compiler_options``; the process's XLA_FLAGS and every other computation are untouched)."""
+    import functools
+
+    import jax
+
+    from memjax import parallel
+    from memjax.metrics import memorization as mm
+
+    fn = jax.jit(mm._knn.__wrapped__, static_argnames=("k", "c", "metric", "block", "qblock",
+                                                      "mesh"),
+                 compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})
+
+    def run(q, r):
+        n = r.shape[0]
+        block = -(-mm._balanced(n, 2048) // 16) * 16
+        qblock = mm._balanced(q.shape[0], 4096)
+        return fn(q, r, k=k, c=min(n, k + 8), metric="l2", block=block, qblock=qblock,
+                  mesh=parallel.data_mesh())
+    return functools.partial(run)
+
+
+def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: int,
+              eigen: bool = False) -> None:
     import faiss
     import jax
 
@@ -74,6 +98,10 @@ def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: 
             v, i = nearest_neighbours(qd, rd, k=k, block_size=bs)
             return jax.block_until_ready((v, i))
         runners["memjax" + ("" if bs is None else f" (block {bs})")] = run_ours
+    if eigen:
+        eig = _eigen_knn(k)
+        runners["memjax (Eigen dot, per-jit compiler_options)"] = (
+            lambda: jax.block_until_ready(eig(qd, rd)))
     runners["faiss IndexFlatL2"] = run_faiss
     outs, times = {}, {name: [] for name in runners}
     for name, fn in runners.items():            # warm-up / compile
@@ -90,7 +118,8 @@ def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: 
     truth = _brute_force_f64(queries, refs, rows, k)
     t_faiss = min(times["faiss IndexFlatL2"])
     print(f"\n{m} x {n} x {d}, k = {k}, threads {threads}; {_versions()}; "
-          f"{datetime.date.today()}\n{_machine()}\n")
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n{_machine()}\n"
+          f"uptime: {os.popen('uptime').read().strip()}\n")
     print("| m x n x D | threads | method | time (s, min of %d) | x faiss | indices equal to "
           "faiss | equal to float64 brute force (%d queries) | load |" % (repeats, len(rows)))
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -158,11 +187,13 @@ def main() -> None:
     p.add_argument("--k", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--block-sizes", type=int, nargs="+", default=[None])
+    p.add_argument("--eigen", action="store_true",
+                   help="also time the kernel compiled with XLA:CPU's Eigen dot")
     p.add_argument("--check", type=int, default=500, help="queries checked in float64")
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000])
     a = p.parse_args()
     if a.what == "knn":
-        bench_knn(a.m, a.n, a.d, a.k, a.repeats, a.block_sizes, a.check)
+        bench_knn(a.m, a.n, a.d, a.k, a.repeats, a.block_sizes, a.check, a.eigen)
     else:
         bench_tsne(a.sizes)
 

@@ -67,5 +67,5 @@ def get_config(source: str = "tfds"):
     c.ease.exact.settings = ((1, 1), (256, 100), (-1, 1), (-1, 10), (-1, 100))
     c.ease.exact.batch_size = 16
     c.sampling.update(num_samples=1000, sampler="ddim", num_steps=100, batch_size=250)
-    c.diverse.update(features="pixels", method="tsne_hull", perplexity=30.0, num_iters=500)
+    c.diverse.update(features="pixels", method="tsne_hull", perplexity=30.0, num_iters=1000)
     return c

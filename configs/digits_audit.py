@@ -51,7 +51,7 @@ images, docs/repro/paper000.md), so about 85 CPU-minutes (some 45 minutes on 2 i
 for the 256 images: far over the 5-minute default budget; run it on an accelerator or
 overnight. configs/digits_audit_sweep.py runs the same row on a subset.
   sampling.num_samples: samples drawn from the network (0: skip sampling, memorization and
-    diverse samples). sampling.sampler: "ddim", "sde" or "ode"; sampling.num_steps its grid;
+    diverse samples). sampling.sampler: "ddim", "sde", "dpm++2m" or "ode"; sampling.num_steps its grid;
     sampling.eta: DDIM stochasticity; sampling.batch_size: samples per batch.
   memorization.n, memorization.alpha: Carlini et al.'s normalized L2 (paper 000 eq. 7) with
     the n nearest training images and alpha. memorization.delta: a sample is memorized when
@@ -144,7 +144,7 @@ def get_config(variant: str = ""):
     c.diverse.reference = "train"
     c.diverse.method = "tsne_hull"
     c.diverse.perplexity = 30.0
-    c.diverse.num_iters = 500
+    c.diverse.num_iters = 1000        # paper 003's t-SNE: perplexity 30, 1000 iterations
     c.diverse.k = 5
 
     c.report = ml_collections.ConfigDict()

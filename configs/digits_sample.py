@@ -15,8 +15,9 @@ Fields:
     statistics.
   seed: chunk ``c`` draws from ``fold_in(key(seed), c)``; each sample's noise from its index.
   num_samples, chunk_size: how many samples, and how many per resumable chunk file.
-  sampler: "ddim" (eta: stochasticity), "sde" (Euler-Maruyama, paper 000 eq. 2) or "ode"
-    (probability flow; num_steps None = adaptive Tsit5). num_steps: the grid.
+  sampler: "ddim" (eta: stochasticity), "sde" (Euler-Maruyama, paper 000 eq. 2), "dpm++2m"
+    (DPM-Solver++(2M)) or "ode" (probability flow; num_steps None = adaptive Tsit5).
+    num_steps: the grid.
   denoise: the last step adds no noise.
   batch_size: samples per device-sharded batch.
   label, guidance_scale: for class-conditional models (configs/conditional_digits.py), the

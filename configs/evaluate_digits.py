@@ -84,7 +84,7 @@ def get_config():
     c.diverse.method = "tsne_hull"
     c.diverse.joint = True
     c.diverse.perplexity = 30.0
-    c.diverse.num_iters = 500
+    c.diverse.num_iters = 1000        # paper 003's t-SNE: perplexity 30, 1000 iterations
     c.diverse.k = 5
     c.diverse.max_real = 500
 

@@ -294,7 +294,8 @@ def validate_config(config) -> None:
     if not isinstance(sc.num_samples, int) or sc.num_samples < 0:
         raise ValueError(f"sampling.num_samples: expected a non-negative integer, got "
                          f"{sc.num_samples!r}")
-    _checks.check_choice("sampling.sampler", sc.sampler, ("ode", "sde", "ddim"))
+    from memjax.sampling import SAMPLERS
+    _checks.check_choice("sampling.sampler", sc.sampler, SAMPLERS)
     _checks.check_positive_int("sampling.num_steps", sc.num_steps)
     _checks.check_positive_int("sampling.batch_size", sc.batch_size)
     mc = config.memorization

@@ -1,6 +1,6 @@
 r"""Samplers for the VP-SDE and guidance (paper 000 eq. 2; paper 001 eqs. 10-12).
 
-Three samplers turn noise ``z ~ N(0, I)`` at ``t_max`` into data at ``t_min``; all consume the
+Four samplers turn noise ``z ~ N(0, I)`` at ``t_max`` into data at ``t_min``; all consume the
 one protocol ``score_fn(x, t)`` (or ``score_fn(x, t, y)`` for conditional / guided scores):
 
 * ``"ode"`` -- the probability-flow ODE (paper 000 eq. 8), ``dx/dt = -\beta/2 (x + s)``,
@@ -26,7 +26,10 @@ one protocol ``score_fn(x, t)`` (or ``score_fn(x, t, y)`` for conditional / guid
 
   ``eta = 0`` is deterministic (a first-order exponential integrator of the probability-flow
   ODE, so it converges to the ``"ode"`` sampler as steps grow); ``eta = 1`` is ancestral DDPM.
-  ``denoise=True`` drops the noise of the last step.
+  ``denoise=True`` drops the noise of the last step;
+* ``"dpm++2m"`` -- DPM-Solver++(2M) (Lu et al. 2022, :mod:`memjax.dpm_solver`): the
+  second-order multistep exponential integrator of the probability flow in data prediction,
+  on the same grid as ``"ddim"``; deterministic.
 
 Guidance is just another score function, so every sampler accepts it:
 
@@ -64,14 +67,15 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from memjax import _checks, flow, parallel
+from memjax.dpm_solver import dpm_solver_pp_2m
 from memjax.sde import VPSDE, ScoreFn
 
 __all__ = ["check_sampler_args", "classifier_free_guidance", "classifier_guidance",
-           "ClassifierFreeGuidance", "ClassifierGuidance", "ddim", "Guide", "make_sampler",
+           "ClassifierFreeGuidance", "ClassifierGuidance", "ddim", "dpm_solver_pp_2m", "Guide", "make_sampler",
            "OUTPUTS", "probability_flow", "reverse_sde", "sample", "Sampler", "SAMPLERS",
            "time_grid"]
 
-SAMPLERS = ("ode", "sde", "ddim")
+SAMPLERS = ("ode", "sde", "ddim", "dpm++2m")
 OUTPUTS = ("logits", "log_prob")
 
 
@@ -318,6 +322,8 @@ class Sampler:
             c = None if isinstance(cond, _NoCond) else cond
             if sampler == "sde":
                 return reverse_sde(score_fn, sde, z, kn, num_steps=num_steps, denoise=denoise, cond=c)
+            if sampler == "dpm++2m":
+                return dpm_solver_pp_2m(score_fn, sde, z, num_steps=num_steps, cond=c)
             if sampler == "ddim":
                 return ddim(score_fn, sde, z, kn, num_steps=num_steps, eta=eta, denoise=denoise,
                             cond=c)
@@ -407,7 +413,8 @@ def make_sampler(score_fn: Callable, sde: VPSDE, shape: tuple[int, ...], *, samp
         conditional model).
       sde: the :class:`~memjax.sde.VPSDE`.
       shape: the shape of one example, e.g. ``(8, 8, 1)``.
-      sampler: ``"sde"`` (Euler-Maruyama), ``"ddim"`` or ``"ode"`` (probability flow).
+      sampler: ``"sde"`` (Euler-Maruyama), ``"ddim"``, ``"dpm++2m"`` (DPM-Solver++(2M),
+        :mod:`memjax.dpm_solver`) or ``"ode"`` (probability flow, diffrax).
       num_steps: grid size; for ``"ode"`` ``None`` means adaptive (``solver``, ``rtol``, ``atol``).
       eta: DDIM stochasticity (``"ddim"`` only).
       denoise: drop the noise of the last step (``"sde"``, ``"ddim"``).

@@ -169,3 +169,20 @@ def test_bad_input_raises_before_compiling(kwargs, match):
     gen = kwargs.pop("generated", rng.normal(size=(8, 4)))
     with pytest.raises(ValueError, match=match):
         diverse_samples(real, gen, **kwargs)
+
+
+def test_tsne_defaults_are_paper_003s():
+    """Paper 003's t-SNE (sklearn defaults in the public code): perplexity 30, 1000 iterations,
+    in the library defaults and in every shipped config that counts diverse samples."""
+    import importlib
+    import inspect
+
+    from memjax.metrics import diverse, embedding
+
+    for fn in (embedding.tsne, diverse.tsne_hull, diverse.diverse_samples):
+        params = inspect.signature(fn).parameters
+        assert params["perplexity"].default == 30.0, fn.__name__
+        assert params["num_iters"].default == 1000, fn.__name__
+    for name in ("digits_audit", "evaluate_digits", "cifar10_diffusers_audit"):
+        c = importlib.import_module(f"configs.{name}").get_config()
+        assert (c.diverse.perplexity, c.diverse.num_iters) == (30.0, 1000), name

@@ -77,6 +77,19 @@ def test_nearest_neighbours_block_sizes_agree():
         np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(ref[0]))
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_nearest_neighbours_blocking_edge_cases_equal_brute_force(metric):
+    """Ragged last blocks (211 references in blocks of 16 after balancing, 37 queries in chunks
+    of 7 / 36), k larger than a reference block (and than the candidates kept per block)."""
+    q, r = random_with_ties(seed=2)
+    rv, ri = brute_force(q, r, 13, metric)
+    for kwargs in ({"block_size": 5, "query_block_size": 7},
+                   {"block_size": 2, "query_block_size": 36, "num_candidates": 20}):
+        vals, idx = nearest_neighbours(q, r, k=13, metric=metric, **kwargs)
+        np.testing.assert_array_equal(np.asarray(idx), ri, err_msg=str(kwargs))
+        np.testing.assert_allclose(np.asarray(vals), rv, rtol=2e-6, atol=2e-6)
+
+
 def test_nearest_neighbours_images_and_jit():
     x = load_digits()[:120]            # [n, 8, 8, 1] images are flattened
     out = jax.jit(lambda a, b: nearest_neighbours(a, b, k=2))(x[:30], x)

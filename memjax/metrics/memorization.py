@@ -29,10 +29,12 @@ Queries are split over the devices of a mesh (``jax.shard_map`` over the axis ``
 references replicated); each device walks its queries in chunks of ``query_block_size`` with
 ``lax.map`` and the reference blocks with ``lax.scan``. Results are identical on 1 and 8 devices.
 
-Speed (benchmarks/results/metrics.md): the time is the matmul's. On CPU, XLA's default YNNPACK
-dot was 1.6x slower than faiss's BLAS at 10,000 x 10,000 x 3,072, while with Eigen's dot
-(``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``, set before JAX starts) the whole search
-ran at 1.06x faiss ``IndexFlatL2`` with identical neighbours.
+Speed (benchmarks/results/metrics.md): the time is the matmul's, plus 0.15-0.3x of it for the
+top-k and the exact re-scoring. Against faiss ``IndexFlatL2`` (OpenBLAS sgemm, no re-scoring)
+on the 2-core dev box: 0.86x on one thread at load 12, 1.3-1.9x at loads 12-47 on two threads
+and at load 40 on one. Eigen's dot instead of YNNPACK's (per computation:
+``jax.jit(..., compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})``) was not
+reproducibly faster (benchmarks/results/metrics.md), so memjax sets no XLA option.
 
 Bands and orientation (AMS / UMS, paper 001 eqs. 14-15)
 -------------------------------------------------------
