@@ -25,6 +25,8 @@ from memjax.jobs.side_report import SCORES, band_order
 __all__ = ["linear_fit", "classes_sweep", "classes_table"]
 
 SHARED_STAGES = ("synthetic.npz",)
+SAME_K_STAGES = ("pseudo_labels.npz", "td_classifier", "tdkd.json")
+"""Also shared by the sub-run whose K is the main run's (their stage keys then match)."""
 
 
 def linear_fit(x, y) -> dict:
@@ -62,10 +64,9 @@ def classes_sweep(config, workdir: str, trained, *, log: Callable[[str], None] =
     for k in ks:
         sub = os.path.join(str(workdir), "classes", f"K_{k:04d}")
         os.makedirs(sub, exist_ok=True)
-        for name in SHARED_STAGES:  # reused only if its stored key matches
-            src, dst = os.path.join(str(workdir), name), os.path.join(sub, name)
-            if os.path.exists(src) and not os.path.exists(dst):
-                shutil.copyfile(src, dst)
+        same_k = k == int(config.num_clusters) and config.get("guidance_classifier", "td") == "td"
+        for name in SHARED_STAGES + (SAME_K_STAGES if same_k else ()):
+            _copy_stage(os.path.join(str(workdir), name), os.path.join(sub, name))
         s = side.run(_sub_config(config, k), sub, trained=trained, log=log)
         rows += [dict(r, num_classes=k) for r in s["rows"]]
     out = classes_table(rows, band_order(config.metrics.bands))
@@ -75,6 +76,17 @@ def classes_sweep(config, workdir: str, trained, *, log: Callable[[str], None] =
     report.save_figure(_figure(rows, band_order(config.metrics.bands)), f"{d}/classes.png")
     wd.save_json(f"{d}/classes.json", out)
     return out
+
+
+def _copy_stage(src: str, dst: str) -> None:
+    """Copies a stored stage (file or directory) unless ``dst`` exists; it is reused only if
+    its stored key matches what the sub-run needs."""
+    if not os.path.exists(src) or os.path.exists(dst):
+        return
+    if os.path.isdir(src):
+        shutil.copytree(src, dst)
+    else:
+        shutil.copyfile(src, dst)
 
 
 def classes_table(rows: list, bands: list) -> dict:

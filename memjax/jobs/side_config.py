@@ -30,10 +30,8 @@ def default_config() -> ml_collections.ConfigDict:
         Empty: the script trains ``target`` (a training config) under ``workdir/target``.
       target_step: checkpoint step of the target to use (0: the latest).
       model.source: instead of ``target_workdir``, any model source
-        (:func:`memjax.jobs.sources.load_model_source`: ``"diffusers:PATH"``,
-        ``"package.module:function"``); its training images (the original labels, and the
-        similarity of extractions) come from a data section ``config.data``
-        (:func:`memjax.data.data_config`), which the config then has to add.
+        (:func:`memjax.jobs.sources.load_model_source`: ``"diffusers:PATH"``, ``"module:fn"``);
+        its training images then come from a data section ``config.data`` the config adds.
       labels: ``"original"`` (a normal classifier on the training labels; "OL") or ``"kmeans"``.
       num_clusters: K for k-means (paper: 100).
       kmeans_features: ``"pixels"``, ``"classifier"`` (the normal classifier's penultimate
