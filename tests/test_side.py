@@ -235,6 +235,8 @@ def test_paper_protocol_defaults():
     assert min(d.extraction.lambdas) == 0 and max(d.extraction.lambdas) == 50
     assert set(range(5, 10)) <= set(d.extraction.lambdas)
     assert tuple(d.metrics.bands.high) == (1.35, 1.4)        # the paper's bands, verbatim
+    assert side.band_order(d.metrics.bands) == ["low", "mid", "high", "digits_low", "digits_mid",
+                                                 "digits_high"]
     assert get_config("ti").guidance_classifier == "ti"
     cl = get_config("classes")
     assert tuple(cl.classes_ablation.num_clusters) == (4, 8, 16, 32, 64)

@@ -33,10 +33,18 @@ def lambda_tag(lam: float) -> str:
 
 
 def band_order(bands) -> list:
-    """Band names with ``low``, ``mid``, ``high`` first in that order (the paper's), then the rest."""
+    """Band names with ``low``, ``mid``, ``high`` first in that order (the paper's), then the
+    rest, where ``<prefix>_low / _mid / _high`` keep that order within their prefix."""
     names = list(bands.keys())
     std = [b for b in ("low", "mid", "high") if b in names]
-    return std + [b for b in names if b not in std]
+    rest = [b for b in names if b not in std]
+    rank = {"low": 0, "mid": 1, "high": 2}
+
+    def key(b):
+        prefix, _, level = b.rpartition("_")
+        return (prefix, rank[level]) if prefix and level in rank else (b, -1)
+
+    return std + sorted(rest, key=lambda b: (rest.index(b) if key(b)[1] < 0 else -1, key(b)))
 
 
 def _scores(rows: list) -> list:
