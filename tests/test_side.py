@@ -131,25 +131,123 @@ def test_score_extraction_counts_copies():
     sc = side.score_extraction(gen, train, measure="l2", bands=bands)
     assert sc.ams["copy"] == pytest.approx(0.4) and sc.ums["copy"] == pytest.approx(0.3)
     assert sc.ams["far"] == pytest.approx(0.6)
+    assert sc.ums_all["copy"] == pytest.approx(0.3)   # copies lie 0.001 from one image only
     np.testing.assert_array_equal(sc.index[:4], [3, 3, 7, 11])
     np.testing.assert_allclose(sc.l2, sc.best, rtol=1e-5)
 
 
-def test_results_table_and_best_lambda():
-    rows = [{"lambda": 0.0, "num_generated": 10, "ams": {"a": 0.1}, "ums": {"a": 0.1},
-             "mean_best": 1.0, "mean_nn_l2": 2.0},
-            {"lambda": 4.0, "num_generated": 10, "ams": {"a": 0.3}, "ums": {"a": 0.2},
-             "mean_best": 1.0, "mean_nn_l2": 2.0},
-            {"lambda": 2.0, "num_generated": 10, "ams": {"a": 0.3}, "ums": {"a": 0.1},
-             "mean_best": 1.0, "mean_nn_l2": 2.0}]
+def test_eq15_ums_counts_every_training_image_in_the_band():
+    """Eq. 15 read literally (``ums_all``) against the best-match variant (``ums``), on points
+    whose distances are known: g0 lies 0.1 from t0 and 0.7 from t1 and t2, g1 lies 0.7 from t3
+    only, g2 is far from everything. In the band [0.5, 1.0): g0's best match (0.1) is outside,
+    so AMS and best-match UMS count only g1 (1/3), while eq. 15 counts t1, t2 and t3 (3/3)."""
+    train = np.zeros((5, 2, 1, 1), np.float32)
+    train[:, 0, 0, 0] = [0.0, 0.0, 0.0, 10.0, 30.0]
+    train[:, 1, 0, 0] = [0.0, 0.7, -0.7, 0.0, 0.0]
+    train[1:3, 0, 0, 0] = 0.1                             # t1, t2 = (0.1, +-0.7)
+    gen = np.zeros((3, 2, 1, 1), np.float32)
+    gen[:, 0, 0, 0] = [0.1, 10.7, 50.0]                   # g0 = (0.1, 0), g1 = (10.7, 0)
+    bands = {"b": mem.Band(0.5, 1.0, "left"), "near": mem.Band(0.0, 0.5, "left")}
+    sc = side.score_extraction(gen, train, measure="l2", bands=bands)
+    assert sc.ams["b"] == pytest.approx(1 / 3) and sc.ums["b"] == pytest.approx(1 / 3)
+    assert sc.ums_all["b"] == pytest.approx(3 / 3)
+    assert sc.ams["near"] == sc.ums["near"] == sc.ums_all["near"] == pytest.approx(1 / 3)
+    np.testing.assert_array_equal(sc.index[:2], [0, 3])
+
+
+def _row(lam, ams, ums=None, ums_all=None):
+    ums = ams if ums is None else ums
+    return {"lambda": float(lam), "num_generated": 10, "ams": {"a": ams}, "ums": {"a": ums},
+            "ums_all": {"a": ums if ums_all is None else ums_all}, "mean_best": 1.0,
+            "mean_nn_l2": 2.0}
+
+
+def test_results_table_and_post_hoc_best_lambda():
+    rows = [_row(0, 0.1), _row(4, 0.3, 0.2, 0.5), _row(2, 0.3, 0.1)]
     assert side.best_lambda(rows, "a")["lambda"] == 2.0
     assert side.best_lambda(rows, "a", key="ums")["lambda"] == 4.0
     csv, md = side.results_table(rows, ["a"])
     lines = csv.strip().splitlines()
-    assert lines[0].startswith("lambda,N_G,AMS_a(%),UMS_a(%)")
+    assert lines[0].startswith("lambda,N_G,AMS_a(%),UMS_a(%),UMSall_a(%)")
     assert [ln.split(",")[0] for ln in lines[1:]] == ["0", "2", "4"]
-    assert lines[2].split(",")[2] == "30.00"
+    assert lines[2].split(",")[2] == "30.00" and lines[3].split(",")[4] == "50.00"
     assert md.count("\n") == 5
+
+
+def test_lambda_band_summary_is_predeclared():
+    """The SIDE number is the mean over the declared band, whatever lambda scores best: a huge
+    score outside the band leaves it unchanged, and it is not the maximum inside the band."""
+    rows = [_row(0, 0.10), _row(4, 0.90), _row(5, 0.20), _row(7, 0.40, 0.30, 0.60),
+            _row(9, 0.30), _row(20, 0.95)]
+    s = side.lambda_band_summary(rows, ["a"], (5, 9))
+    assert s["lambdas"] == [5.0, 7.0, 9.0]
+    assert s["a"]["ams"] == pytest.approx(0.3) and s["a"]["ums"] == pytest.approx(0.8 / 3)
+    assert s["a"]["ums_all"] == pytest.approx(1.1 / 3)
+    rows[-1]["ams"]["a"] = rows[1]["ams"]["a"] = 0.0  # outside the band: no effect
+    assert side.lambda_band_summary(rows, ["a"], (5, 9))["a"]["ams"] == pytest.approx(0.3)
+    assert side.lambda_band_summary(rows, ["a"], (11, 19)) == {"lambdas": []}
+    from memjax.jobs import side_report
+
+    t1, lines = side_report.table1(rows, ["a"], (5, 9))
+    assert t1["bands"]["a"]["ams"] == {"random": 0.1, "side": pytest.approx(0.3)}
+    assert t1["post_hoc_best"]["a"]["lambda"] == 7.0          # reported, but labelled post hoc
+    text = "\n".join(lines)
+    assert "mean over lambda in [5, 9]" in text and "Post hoc" in text
+    assert "| a | AMS | 10.00 | 30.00 | 3.00 |" in text
+
+
+# paper 001 Table 4 (CelebA-HQ-FI, 50,000 images per lambda): AMS(%) and UMS(%), lambda 0..12
+_TABLE4 = {0: (0.596, 0.328), 1: (0.588, 0.312), 2: (0.640, 0.350), 3: (0.764, 0.386),
+           4: (0.850, 0.390), 5: (0.952, 0.436), 6: (1.092, 0.414), 7: (1.110, 0.446),
+           8: (1.148, 0.444), 9: (1.274, 0.478), 10: (1.338, 0.444), 11: (1.292, 0.454),
+           12: (1.262, 0.406)}
+
+
+def test_lambda_band_summary_reproduces_paper_table1_from_table4():
+    """Paper 001's Table 1 is this summary: the mean of Table 4 over lambda 5..9 gives the
+    mid-band AMS 1.115 % and UMS 0.444 % that section 5.3 quotes, +87 % and +37 % over
+    Random (lambda 0)."""
+    from memjax.jobs import side_report
+
+    rows = [{"lambda": float(k), "num_generated": 50000, "ams": {"mid": a / 100},
+             "ums": {"mid": u / 100}, "mean_best": 0.0, "mean_nn_l2": 0.0}
+            for k, (a, u) in _TABLE4.items()]
+    t1, _ = side_report.table1(rows, ["mid"], side.default_config().lambda_band)
+    ams, ums = t1["bands"]["mid"]["ams"], t1["bands"]["mid"]["ums"]
+    assert round(100 * ams["side"], 3) == 1.115 and round(100 * ums["side"], 3) == 0.444
+    assert round(ams["side"] / ams["random"] - 1, 2) == 0.87
+    assert round(ums["side"] / ums["random"] - 1, 2) == 0.35  # the paper prints 37 %
+
+
+def test_paper_protocol_defaults():
+    """Paper 001's settings: lambda band 5..9 (Table 1), sweep 0..50 (Fig. 4), TDKD with AdamW
+    at lr 1e-4 (section 5.1), normalized-L2 bands of section 5.2."""
+    from configs.digits_side import get_config
+
+    c = side.default_config()
+    assert tuple(c.lambda_band) == (5.0, 9.0) and c.guidance_classifier == "td"
+    assert tuple(c.extraction.lambdas) == tuple(range(51))
+    assert c.tdkd.learning_rate == 1e-4
+    assert {k: tuple(v) for k, v in c.metrics.bands.items()} == \
+        {"low": (1.5, 10.0), "mid": (1.4, 1.5), "high": (1.35, 1.4)}
+    d = get_config()
+    assert d.tdkd.learning_rate == 1e-4 and tuple(d.lambda_band) == (5.0, 9.0)
+    assert min(d.extraction.lambdas) == 0 and max(d.extraction.lambdas) == 50
+    assert set(range(5, 10)) <= set(d.extraction.lambdas)
+    assert tuple(d.metrics.bands.high) == (1.35, 1.4)        # the paper's bands, verbatim
+    assert side.band_order(d.metrics.bands) == ["low", "mid", "high", "digits_low", "digits_mid",
+                                                 "digits_high"]
+    assert get_config("ti").guidance_classifier == "ti"
+    cl = get_config("classes")
+    assert tuple(cl.classes_ablation.num_clusters) == (4, 8, 16, 32, 64)
+    assert tuple(cl.classes_ablation.lambdas) == (5.0,)        # Table 2 is at lambda = 5
+    # the ablation variants change nothing the main run's stages depend on
+    for v in ("classes",):
+        other = get_config(v)
+        other.classes_ablation = d.classes_ablation
+        assert other.to_dict() == d.to_dict()
+    with pytest.raises(ValueError, match="variant"):
+        get_config("bogus")
 
 
 def test_lambda_tag_sorts_numerically():
@@ -165,12 +263,24 @@ def test_config_validation():
                                 ("extraction.lambdas", (0, 1, 1), "distinct"),
                                 ("extraction.sampler", "euler", "sampler"),
                                 ("synthetic.heldout", 5000, "heldout"),
+                                ("guidance_classifier", "both", "guidance_classifier"),
+                                ("lambda_band", (9, 5), "lambda_band"),
+                                ("lambda_band", (5,), "lambda_band"),
                                 ("metrics.measure", "ssim", "measure")]:
         c = side.default_config()
         sec, _, name = field.rpartition(".")
         (c[sec] if sec else c)[name] = value
         with pytest.raises(ValueError, match=match):
             side.validate_config(c)
+    c = side.default_config()
+    c.classes_ablation.num_clusters = (4, 8)
+    with pytest.raises(ValueError, match="labels='kmeans'"):
+        side.validate_config(c)
+    c.labels = "kmeans"
+    side.validate_config(c)
+    c.classes_ablation.num_clusters = (4, 0)
+    with pytest.raises(ValueError, match="classes_ablation.num_clusters"):
+        side.validate_config(c)
 
 
 def test_classifier_checkpoint_roundtrip(tmp_path):
@@ -186,3 +296,57 @@ def test_classifier_checkpoint_roundtrip(tmp_path):
     m.eval()
     m2.eval()
     np.testing.assert_array_equal(np.asarray(m(x)), np.asarray(m2(x)))
+
+
+# -- ablation switches ---------------------------------------------------------------------------
+def test_time_independent_guidance_ignores_t():
+    """The "TI" ablation: a time-independent classifier guides with the same logits at every t;
+    a time-dependent one (TDKD) is called with t."""
+    x = jnp.asarray(data.load_digits()[:1][0])
+    ti = ResNet(num_classes=3, in_channels=1, stage_sizes=(1,), width=4, rngs=nnx.Rngs(0))
+    fn = side.classifier_logits_fn(ti)
+    np.testing.assert_array_equal(np.asarray(fn(x, 0.01)), np.asarray(fn(x, 0.9)))
+    np.testing.assert_allclose(np.asarray(fn(x, 0.5)), np.asarray(ti(x[None]))[0], rtol=1e-6)
+    td = ResNet(num_classes=3, in_channels=1, stage_sizes=(1,), width=4, time_dependent=True,
+                rngs=nnx.Rngs(0))
+    fn = side.classifier_logits_fn(td)
+    np.testing.assert_allclose(np.asarray(fn(x, 0.3)), np.asarray(td(x[None], jnp.full((1,), 0.3)))[0],
+                               rtol=1e-6)
+    # the held-out KL of a TI model is measured on the same noisy draws, without t
+    imgs = data.load_digits()[:8]
+    kl = side.heldout_kl(ti, imgs, np.zeros((8, 3), np.float32), VPSDE(), key=jax.random.key(0),
+                         num_draws=1)
+    assert np.isfinite(kl) and kl >= 0
+
+
+def test_linear_fit_is_table2s_regression():
+    from scipy import stats
+
+    from memjax.jobs import side_ablation
+
+    k = np.array([4, 8, 16, 32, 64])
+    y = np.array([0.10, 0.12, 0.11, 0.16, 0.20])
+    f = side_ablation.linear_fit(k, y)
+    ref = stats.linregress(k, y)
+    assert f["slope"] == pytest.approx(ref.slope) and f["intercept"] == pytest.approx(ref.intercept)
+    assert f["r"] == pytest.approx(ref.rvalue) and f["r2"] == pytest.approx(ref.rvalue ** 2)
+    assert side_ablation.linear_fit(k, np.full(5, 0.3))["r"] == 0.0
+    with pytest.raises(ValueError, match="x, y"):
+        side_ablation.linear_fit([4, 4], [0.1, 0.2])
+
+
+def test_classes_ablation_sub_configs_and_table():
+    from configs.digits_side import get_config
+
+    from memjax.jobs import side_ablation
+
+    c = get_config("classes")
+    sub = side_ablation._sub_config(c, 8)
+    assert sub.num_clusters == 8 and tuple(sub.extraction.lambdas) == (5.0,)
+    assert sub.extraction.samples_per_class == 16 and tuple(sub.classes_ablation.num_clusters) == ()
+    assert c.num_clusters == 32 and len(c.extraction.lambdas) == 17       # the original is intact
+    rows = [dict(_row(5, 0.01 * k), num_classes=k) for k in (4, 8, 16)]
+    out = side_ablation.classes_table(rows, ["a"])
+    assert out["fits"]["5/a/ams"]["slope"] == pytest.approx(0.01)
+    assert out["fits"]["5/a/ams"]["r"] == pytest.approx(1.0)
+    assert out["csv"].splitlines()[1] == "5,4,10,0.04000,0.04000,0.04000"

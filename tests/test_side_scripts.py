@@ -97,11 +97,15 @@ def test_side_script_resumes(target, tmp_path):
     for n, m in cached.items():
         assert os.path.getmtime(os.path.join(wd, n)) == m, n
     summary = json.load(open(os.path.join(wd, "summary.json")))
-    assert summary["complete"] and summary["lambdas_done"] == [0.0, 2.0]
-    assert set(summary["table1"]) == {"low", "mid", "high"}
+    assert summary["complete"] and summary["lambdas_done"] == [0.0, 2.0, 5.0]
+    t1 = summary["table1"]
+    assert set(t1["bands"]) == set(cfg.metrics.bands) and t1["lambdas"] == [5.0]
+    assert set(t1["bands"]["high"]) == {"ams", "ums", "ums_all"}
+    assert "mean over lambda in [5, 9]" in out and "Post hoc" in out
     csv = open(os.path.join(wd, "results.csv")).read().strip().splitlines()
     n_g = cfg.extraction.samples_per_class * summary["num_classes"]
-    assert [ln.split(",")[:2] for ln in csv[1:]] == [["0", str(n_g)], ["2", str(n_g)]]
+    assert [ln.split(",")[:2] for ln in csv[1:]] == [["0", str(n_g)], ["2", str(n_g)],
+                                                     ["5", str(n_g)]]
     for name in ("results.md", "ams_ums_vs_lambda.png", "extracted.png"):
         assert os.path.getsize(os.path.join(wd, name)) > 0
     tdkd = json.load(open(os.path.join(wd, "tdkd.json")))
@@ -164,3 +168,36 @@ def test_side_changed_field_recomputes_only_the_affected_stages(target, tmp_path
     side.run(cfg, str(tmp_path / "fresh"), trained=trained, log=lambda s: None)
     assert open(os.path.join(wd, "results.csv")).read() == \
         open(os.path.join(tmp_path, "fresh", "results.csv")).read()
+
+
+def test_side_time_independent_and_classes_ablation(target, tmp_path, monkeypatch):
+    """The ablation switches end to end: k-means labels guided by a time-independent classifier
+    (its own stage, ti.json), and the number-of-classes sweep reusing the synthetic set."""
+    from memjax import side
+    from memjax.jobs import side_ablation
+
+    _, trained = target
+    cfg = _config("digits_side")
+    cfg.labels, cfg.num_clusters, cfg.guidance_classifier = "kmeans", 3, "ti"
+    cfg.extraction.lambdas = (0, 5)
+    wd = str(tmp_path / "side")
+    s = side.run(cfg, wd, trained=trained, log=lambda s: None)
+    assert s["guidance_classifier"] == "ti" and s["num_classes"] == 3
+    assert os.path.isdir(os.path.join(wd, "ti_classifier"))
+    assert not os.path.exists(os.path.join(wd, "td_classifier"))
+    assert len(json.load(open(os.path.join(wd, "ti.json")))["heldout_kl"]) >= 2
+    assert "guidance classifier: ti" in open(os.path.join(wd, "results.md")).read()
+    cfg.guidance_classifier = "td"
+    cfg.classes_ablation.update(num_clusters=(2, 4), lambdas=(5.0,), samples_per_class=3)
+    from memjax import sampling
+
+    def no_sampling(*a, **k):
+        raise AssertionError("the synthetic set was redrawn instead of reused")
+
+    monkeypatch.setattr(sampling, "sample", no_sampling)    # the shared stage must be reused
+    out = side_ablation.classes_sweep(cfg, wd, trained, log=lambda s: None)
+    ks = sorted(r["num_classes"] for r in out["rows"])
+    assert ks == [2, 4] and {r["num_generated"] for r in out["rows"]} == {6, 12}
+    assert "5/high/ams" in out["fits"]
+    for name in ("classes.md", "classes.csv", "classes.png", "classes.json"):
+        assert os.path.getsize(os.path.join(wd, "classes", name)) > 0

@@ -6,7 +6,9 @@ r"""``python -m memjax.scripts.side``: SIDE data extraction from an unconditiona
 
 Trains (or restores) the target model, the normal classifier / k-means pseudo-labels and the
 time-dependent classifier, then runs the guided lambda sweep; writes ``results.csv``,
-``results.md``, ``ams_ums_vs_lambda.png`` and ``extracted.png`` under ``--workdir``. Every
+``results.md``, ``ams_ums_vs_lambda.png`` and ``extracted.png`` under ``--workdir``. With
+``classes_ablation.num_clusters`` set (``configs/digits_side.py:classes``) it then runs paper
+001's Table 2 ablation under ``--workdir/classes`` (:mod:`memjax.jobs.side_ablation`). Every
 stage and every finished lambda is cached there, so running the same command again resumes.
 See :mod:`memjax.side`.
 """
@@ -29,6 +31,11 @@ def main(argv):
     trained = sources.job_target(config, workdir)
     summary = side.run(config, workdir, trained=trained)
     print(open(f"{workdir}/results.md").read() if summary.get("lambdas_done") else summary)
+    if config.classes_ablation.num_clusters:
+        from memjax.jobs import side_ablation
+
+        side_ablation.classes_sweep(config, workdir, trained)
+        print(open(f"{workdir}/classes/classes.md").read())
 
 
 def run():
