@@ -56,6 +56,31 @@ VectorField = Callable[[Array, Array], Array]
 
 
 # -- linear algebra ------------------------------------------------------------------------------
+@jax.custom_batching.custom_vmap
+def _qr(a: Float[Array, "d n"]) -> tuple[Float[Array, "d n"], Float[Array, "n n"]]:
+    """``jnp.linalg.qr(a, mode="reduced")``; under ``vmap`` see :func:`_qr_batched`."""
+    return tuple(jnp.linalg.qr(a, mode="reduced"))
+
+
+@_qr.def_vmap
+def _qr_batched(axis_size, in_batched, a):
+    """A batch of QRs: one LAPACK call per matrix on CPU (``lax.map``), batched elsewhere.
+
+    jaxlib's batched CPU QR splits a large batch over XLA's intra-op thread pool and blocks a
+    pool thread until the pieces are done. With as many CPU devices as pool threads
+    (``--xla_force_host_platform_device_count``) each device's program can reach the QR on a
+    pool thread at once; then every pool thread waits and none runs the pieces: a deadlock
+    (``tests/test_volume.py::test_full_volume_on_several_cpu_devices_does_not_hang``). A single
+    matrix per call is never split, and gives the same numbers.
+    """
+    del axis_size
+    if not in_batched[0]:
+        return _qr(a), (False, False)
+    out = jax.lax.platform_dependent(a, cpu=lambda x: jax.lax.map(_qr, x),
+                                     default=lambda x: tuple(jnp.linalg.qr(x, mode="reduced")))
+    return out, (True, True)
+
+
 def qr_step(w: Float[Array, "n *shape"]) -> tuple[Float[Array, "n *shape"], Float[Array, " n"]]:
     r"""Re-orthonormalises the tangent rows ``w`` by a sign-fixed QR factorisation.
 
@@ -67,7 +92,7 @@ def qr_step(w: Float[Array, "n *shape"]) -> tuple[Float[Array, "n *shape"], Floa
     """
     n = w.shape[0]
     a = w.reshape(n, -1).T
-    q, r = jnp.linalg.qr(a, mode="reduced")
+    q, r = _qr(a)
     d = jnp.diagonal(r)
     sign = jnp.where(d < 0, -1.0, 1.0).astype(a.dtype)
     q = q * sign[None, :]
