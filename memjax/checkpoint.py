@@ -160,10 +160,10 @@ class Checkpointer:
         device)."""
         abstract = jax.tree.map(_abstract, _keys_to_data(template))
         path = f"{self.directory}/{step}"
-        if self._staging is not None and not (self._staging / str(int(step))).exists():
-            _copy_tree(self._path / str(int(step)), self._staging / str(int(step)))
-            self.manager.reload()
         try:
+            if self._staging is not None and not (self._staging / str(int(step))).exists():
+                _copy_tree(self._path / str(int(step)), self._staging / str(int(step)))
+                self.manager.reload()
             restored = self.manager.restore(int(step),
                                             args=self._ocp.args.StandardRestore(abstract))
         except Exception as e:  # noqa: BLE001 -- any failure here means a bad checkpoint
