@@ -58,7 +58,7 @@ report = audit.run_audit(cfg, workdir, progress=False, log=lambda s: None)
 print(json.dumps({"report": report, "writes": writes, "process": jax.process_index()}))
 """
 
-_HANG_AFTER = 900          # seconds; faulthandler prints every stack, then the process exits
+_HANG_AFTER = 1800         # seconds; faulthandler prints every stack, then the process exits
 
 
 def _numbers(tree, prefix=""):

@@ -105,10 +105,11 @@ def test_url_workdir_round_trip(fake_gs):
 
 
 @pytest.mark.slow
-def test_audit_with_a_gs_workdir_runs_and_resumes(fake_gs, tmp_path):
-    """The audit's stages, report and figures on a (fake) gs:// workdir; a second run reuses
-    every stage from there and writes the same report."""
-    from memjax import audit, training
+def test_audit_with_a_url_workdir_trains_runs_and_resumes(fake_az):
+    """The audit on a (fake) az:// workdir: it trains its model there (checkpoints staged
+    locally and copied), then writes its stages, report and figures there; a second run
+    restores the model from the URL, reuses every stage and writes the same report."""
+    from memjax import audit
     from memjax.scripts import common
 
     import importlib.util
@@ -117,21 +118,20 @@ def test_audit_with_a_gs_workdir_runs_and_resumes(fake_gs, tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = mod.get_config("tiny")
-    training.train(cfg.train, str(tmp_path / "model"))
-    cfg.model.workdir = str(tmp_path / "model")
     cfg.ease.network.settings, cfg.ease.exact.settings = ((1, 2),), ((2, 2),)
     cfg.sampling.update(num_samples=8, num_steps=4, batch_size=8)
     cfg.diverse.method = "knn_support"
-    url = f"{fake_gs}/audit"
+    url = f"{fake_az}/audit"
     first = audit.run_audit(cfg, url, progress=False, log=lambda s: None)
+    assert [p.name for p in wd.as_path(f"{url}/model/checkpoints").iterdir()][-1] == "20"
     lines = []
     again = audit.run_audit(cfg, url, progress=False, log=lines.append)
     assert again == first
+    assert not any("[model] training" in ln for ln in lines), lines
     assert sum(": cached" in ln for ln in lines) == 5, lines
     assert json.loads(wd.as_path(f"{url}/report.json").read_text())["version"] == 1
     assert wd.as_path(f"{url}/figures/p_values.png").exists()
-    assert not os.path.exists("gs:")
-
+    assert not os.path.exists("az:")
 
 @pytest.mark.slow
 def test_training_on_a_url_workdir_resumes_exactly(fake_az, tmp_path, monkeypatch):
