@@ -47,7 +47,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from memjax import _checks
 from memjax import flow as _flow
 
-__all__ = ["Advance", "advance", "euler_step", "orthonormal_axes", "qr_step",
+__all__ = ["Advance", "advance", "euler_step", "orthonormal_axes", "qr_reduced", "qr_step",
            "sorted_orthonormalize", "Spectrum", "spectrum", "tangent_map", "variational_field",
            "VectorField"]
 
@@ -57,12 +57,13 @@ VectorField = Callable[[Array, Array], Array]
 
 # -- linear algebra ------------------------------------------------------------------------------
 @jax.custom_batching.custom_vmap
-def _qr(a: Float[Array, "d n"]) -> tuple[Float[Array, "d n"], Float[Array, "n n"]]:
-    """``jnp.linalg.qr(a, mode="reduced")``; under ``vmap`` see :func:`_qr_batched`."""
+def qr_reduced(a: Float[Array, "d n"]) -> tuple[Float[Array, "d n"], Float[Array, "n n"]]:
+    """``jnp.linalg.qr(a, mode="reduced")`` as ``(q, r)``, safe to ``vmap`` on several CPU
+    devices (:func:`_qr_batched`)."""
     return tuple(jnp.linalg.qr(a, mode="reduced"))
 
 
-@_qr.def_vmap
+@qr_reduced.def_vmap
 def _qr_batched(axis_size, in_batched, a):
     """A batch of QRs: one LAPACK call per matrix on CPU (``lax.map``), batched elsewhere.
 
@@ -75,8 +76,8 @@ def _qr_batched(axis_size, in_batched, a):
     """
     del axis_size
     if not in_batched[0]:
-        return _qr(a), (False, False)
-    out = jax.lax.platform_dependent(a, cpu=lambda x: jax.lax.map(_qr, x),
+        return qr_reduced(a), (False, False)
+    out = jax.lax.platform_dependent(a, cpu=lambda x: jax.lax.map(qr_reduced, x),
                                      default=lambda x: tuple(jnp.linalg.qr(x, mode="reduced")))
     return out, (True, True)
 
@@ -92,7 +93,7 @@ def qr_step(w: Float[Array, "n *shape"]) -> tuple[Float[Array, "n *shape"], Floa
     """
     n = w.shape[0]
     a = w.reshape(n, -1).T
-    q, r = _qr(a)
+    q, r = qr_reduced(a)
     d = jnp.diagonal(r)
     sign = jnp.where(d < 0, -1.0, 1.0).astype(a.dtype)
     q = q * sign[None, :]
