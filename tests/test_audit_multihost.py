@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from test_multihost import _free_port, _result, _spawn
+from test_multihost import _free_port, _result, _results, _spawn
 
 _AUDIT = r"""
 import builtins, faulthandler, json, os, sys
@@ -75,8 +75,8 @@ def _numbers(tree, prefix=""):
 def test_audit_on_two_processes_matches_one_and_only_process_zero_writes(tmp_path):
     port = _free_port()
     shared = str(tmp_path / "two")
-    procs = [_spawn(_AUDIT, [shared, port, i, _HANG_AFTER], 2) for i in range(2)]
-    two = [_result(p, timeout=_HANG_AFTER + 60) for p in procs]
+    two = _results([_spawn(_AUDIT, [shared, port, i, _HANG_AFTER], 2) for i in range(2)],
+                   timeout=_HANG_AFTER + 60)
     one = _result(_spawn(_AUDIT, [str(tmp_path / "one"), "-", "-", _HANG_AFTER], 4),
                   timeout=_HANG_AFTER + 60)
     assert [r["process"] for r in two] == [0, 1]

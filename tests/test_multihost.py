@@ -97,20 +97,30 @@ def _spawn(code: str, args: list, num_devices: int) -> subprocess.Popen:
 
 
 def _result(proc: subprocess.Popen, timeout: int = 600) -> dict:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{err[-4000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    return _results([proc], timeout)[0]
+
+
+def _results(procs: list, timeout: int = 600) -> list[dict]:
+    """The JSON line of every process of a job; on a failure, every process's stderr (the
+    first error is often in another process than the one that failed last)."""
+    done = []
+    for proc in procs:
+        try:
+            done.append(proc.communicate(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    errors = [f"process {i} failed ({p.returncode}):\n{err[-3000:]}"
+              for i, (p, (_, err)) in enumerate(zip(procs, done)) if p.returncode != 0]
+    assert not errors, "\n".join(errors)
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in done]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process():
     port = _free_port()
-    procs = [_spawn(_WORK, [port, i], 2) for i in range(2)]
-    multi = [_result(p) for p in procs]
+    multi = _results([_spawn(_WORK, [port, i], 2) for i in range(2)])
     single = _result(_spawn(_WORK, [], 4))
     assert single["devices"] == 4 and single["local"] == 4 and single["rows"] == [0, 16]
     assert [res["rows"] for res in multi] == [[0, 8], [8, 16]]   # each loads only its rows
@@ -231,7 +241,7 @@ def test_checkpoint_of_two_processes_resumes_on_one(tmp_path):
     run resumes on 1 process x 2 devices and logs the losses of an uninterrupted 1-process run
     on 4 devices (1e-5); the checkpoint also restores into an abstract template there."""
     port, shared = _free_port(), str(tmp_path / "shared")
-    part = [_result(p) for p in [_spawn(_TRAIN, [shared, 4, port, i], 2) for i in range(2)]]
+    part = _results([_spawn(_TRAIN, [shared, 4, port, i], 2) for i in range(2)])
     assert [r["processes"] for r in part] == [2, 2] and part[0]["start"] == 0
     assert sorted(os.listdir(os.path.join(shared, "checkpoints"))) == ["3"]
     resumed = _result(_spawn(_TRAIN, [shared, 0], 2))
