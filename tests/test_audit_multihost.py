@@ -46,9 +46,7 @@ epath.Path.write_text = watch(epath.Path.write_text, lambda self, *a, **k: self)
 
 import importlib.util
 from memjax import audit
-from memjax.scripts import common
-spec = importlib.util.spec_from_file_location(
-    "cfg", common.resolve_config("digits_audit").partition(":")[0])
+spec = importlib.util.spec_from_file_location("cfg", "configs/digits_audit.py")  # this tree's
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
 cfg = mod.get_config("tiny")

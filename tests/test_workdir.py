@@ -110,11 +110,12 @@ def test_audit_with_a_url_workdir_trains_runs_and_resumes(fake_az):
     locally and copied), then writes its stages, report and figures there; a second run
     restores the model from the URL, reuses every stage and writes the same report."""
     from memjax import audit
-    from memjax.scripts import common
 
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("cfg", common.resolve_config("digits_audit"))
+    spec = importlib.util.spec_from_file_location(   # this tree's config, not an installed one
+        "cfg", os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs",
+                            "digits_audit.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = mod.get_config("tiny")
