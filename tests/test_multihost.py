@@ -100,6 +100,13 @@ def _result(proc: subprocess.Popen, timeout: int = 600) -> dict:
     return _results([proc], timeout)[0]
 
 
+def _first_error(err: str) -> str:
+    """The first Python traceback in ``err`` (else its end): JAX's shutdown errors that
+    follow a process's own error are long."""
+    start = err.find("Traceback (most recent call last)")
+    return err[start:start + 4000] if start >= 0 else err[-3000:]
+
+
 def _results(procs: list, timeout: int = 600) -> list[dict]:
     """The JSON line of every process of a job; on a failure, every process's stderr (the
     first error is often in another process than the one that failed last)."""
@@ -111,7 +118,7 @@ def _results(procs: list, timeout: int = 600) -> list[dict]:
             for p in procs:
                 p.kill()
             raise
-    errors = [f"process {i} failed ({p.returncode}):\n{err[-3000:]}"
+    errors = [f"process {i} failed ({p.returncode}):\n{_first_error(err)}"
               for i, (p, (_, err)) in enumerate(zip(procs, done)) if p.returncode != 0]
     assert not errors, "\n".join(errors)
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in done]
