@@ -4,6 +4,11 @@ workdir): the same ``report.json`` numbers as 1 process x 4 devices, and only pr
 Each process runs under ``faulthandler.dump_traceback_later``, so a hang (processes waiting in
 different collectives) fails with every process's stack instead of blocking the suite. The
 tiny config's own ease settings run, the full volume (all 64 axes) included.
+
+Under heavy load (load average ~15-40 on the 2-core dev box) the run can fail before the
+audit starts: one process reaches the first training all-reduce >30 s before the other has
+compiled it, past gloo's fixed 30 s context-initialisation deadline ("Gloo context
+initialization failed: DEADLINE_EXCEEDED: GetKeyValue() timed out"); run it on an idle machine.
 """
 
 from __future__ import annotations
