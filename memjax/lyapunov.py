@@ -47,7 +47,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from memjax import _checks
 from memjax import flow as _flow
 
-__all__ = ["Advance", "advance", "euler_step", "orthonormal_axes", "qr_step",
+__all__ = ["Advance", "advance", "euler_step", "orthonormal_axes", "qr_reduced", "qr_step",
            "sorted_orthonormalize", "Spectrum", "spectrum", "tangent_map", "variational_field",
            "VectorField"]
 
@@ -56,6 +56,32 @@ VectorField = Callable[[Array, Array], Array]
 
 
 # -- linear algebra ------------------------------------------------------------------------------
+@jax.custom_batching.custom_vmap
+def qr_reduced(a: Float[Array, "d n"]) -> tuple[Float[Array, "d n"], Float[Array, "n n"]]:
+    """``jnp.linalg.qr(a, mode="reduced")`` as ``(q, r)``, safe to ``vmap`` on several CPU
+    devices (:func:`_qr_batched`)."""
+    return tuple(jnp.linalg.qr(a, mode="reduced"))
+
+
+@qr_reduced.def_vmap
+def _qr_batched(axis_size, in_batched, a):
+    """A batch of QRs: one LAPACK call per matrix on CPU (``lax.map``), batched elsewhere.
+
+    jaxlib's batched CPU QR splits a large batch over XLA's intra-op thread pool and blocks a
+    pool thread until the pieces are done. With as many CPU devices as pool threads
+    (``--xla_force_host_platform_device_count``) each device's program can reach the QR on a
+    pool thread at once; then every pool thread waits and none runs the pieces: a deadlock
+    (``tests/test_volume.py::test_full_volume_on_several_cpu_devices_does_not_hang``). A single
+    matrix per call is never split, and gives the same numbers.
+    """
+    del axis_size
+    if not in_batched[0]:
+        return qr_reduced(a), (False, False)
+    out = jax.lax.platform_dependent(a, cpu=lambda x: jax.lax.map(qr_reduced, x),
+                                     default=lambda x: tuple(jnp.linalg.qr(x, mode="reduced")))
+    return out, (True, True)
+
+
 def qr_step(w: Float[Array, "n *shape"]) -> tuple[Float[Array, "n *shape"], Float[Array, " n"]]:
     r"""Re-orthonormalises the tangent rows ``w`` by a sign-fixed QR factorisation.
 
@@ -67,7 +93,7 @@ def qr_step(w: Float[Array, "n *shape"]) -> tuple[Float[Array, "n *shape"], Floa
     """
     n = w.shape[0]
     a = w.reshape(n, -1).T
-    q, r = jnp.linalg.qr(a, mode="reduced")
+    q, r = qr_reduced(a)
     d = jnp.diagonal(r)
     sign = jnp.where(d < 0, -1.0, 1.0).astype(a.dtype)
     q = q * sign[None, :]

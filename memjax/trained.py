@@ -79,11 +79,12 @@ def load_trained(workdir: str, *, step: Optional[int] = None, ema: bool = True,
 
     ``step`` defaults to the latest checkpoint; ``ema=False`` gives the raw weights.
     """
-    path = os.path.join(workdir, CONFIG_FILENAME)
-    if not os.path.exists(path):
+    from memjax import workdir as wd
+
+    path = wd.as_path(workdir) / CONFIG_FILENAME
+    if not path.exists():
         raise ValueError(f"workdir: no {CONFIG_FILENAME} in {workdir!r}; is it a training workdir?")
-    with open(path) as f:
-        config = config_from_json(f.read())
+    config = config_from_json(path.read_text())
     model, step = restore_model(config, os.path.join(workdir, CHECKPOINT_DIRNAME), step=step,
                                 ema=ema, model_fn=model_fn, field="workdir")
     return Trained(model=model, config=config, sde=make_sde(config),

@@ -27,6 +27,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from memjax import _checks
 from memjax import parallel as _parallel
+from memjax.lyapunov import qr_reduced
 from memjax.sde import VPSDE, ScoreFn
 
 __all__ = ["Setting", "parse_settings", "plan_runs", "covering_run", "nested_axes",
@@ -107,7 +108,7 @@ def nested_axes(key: PRNGKeyArray, num_axes: int, shape: tuple[int, ...],
     """
     d = int(np.prod(shape))
     a = jax.random.normal(key, (num_axes, d), dtype).T
-    q, r = jnp.linalg.qr(a, mode="reduced")
+    q, r = qr_reduced(a)                      # vmapped over images: see qr_reduced
     q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
     scale = 1.0 - 1e-3 * jnp.arange(num_axes, dtype=dtype)
     return (q.T * scale[:, None]).reshape((num_axes,) + tuple(shape))

@@ -97,20 +97,37 @@ def _spawn(code: str, args: list, num_devices: int) -> subprocess.Popen:
 
 
 def _result(proc: subprocess.Popen, timeout: int = 600) -> dict:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{err[-4000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    return _results([proc], timeout)[0]
+
+
+def _first_error(err: str) -> str:
+    """The first Python traceback in ``err`` (else its end): JAX's shutdown errors that
+    follow a process's own error are long."""
+    start = err.find("Traceback (most recent call last)")
+    return err[start:start + 4000] if start >= 0 else err[-3000:]
+
+
+def _results(procs: list, timeout: int = 600) -> list[dict]:
+    """The JSON line of every process of a job; on a failure, every process's stderr (the
+    first error is often in another process than the one that failed last)."""
+    done = []
+    for proc in procs:
+        try:
+            done.append(proc.communicate(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    errors = [f"process {i} failed ({p.returncode}):\n{_first_error(err)}"
+              for i, (p, (_, err)) in enumerate(zip(procs, done)) if p.returncode != 0]
+    assert not errors, "\n".join(errors)
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in done]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process():
     port = _free_port()
-    procs = [_spawn(_WORK, [port, i], 2) for i in range(2)]
-    multi = [_result(p) for p in procs]
+    multi = _results([_spawn(_WORK, [port, i], 2) for i in range(2)])
     single = _result(_spawn(_WORK, [], 4))
     assert single["devices"] == 4 and single["local"] == 4 and single["rows"] == [0, 16]
     assert [res["rows"] for res in multi] == [[0, 8], [8, 16]]   # each loads only its rows
@@ -194,3 +211,50 @@ def test_initialize_is_a_no_op_on_one_process(no_cluster, monkeypatch):
         monkeypatch.setenv(name, value)
     assert parallel.initialize() is False
     assert not jax.distributed.is_initialized()
+
+
+# -- resuming on another topology ------------------------------------------------------------------
+_TRAIN = r"""
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+from memjax import parallel
+workdir, stop = sys.argv[1], int(sys.argv[2])
+if len(sys.argv) > 3:
+    assert parallel.initialize(f"localhost:{sys.argv[3]}", 2, int(sys.argv[4]),
+                               initialization_timeout=120)
+import numpy as np
+from memjax import training
+sys.path.insert(0, "tests")
+from test_training import run_tiny, tiny_config, tiny_model
+
+cfg = tiny_config(checkpoint_every=3)            # 6 steps of 8 images, checkpoint at 3 and 6
+out = {"processes": jax.process_count(), "devices": jax.device_count()}
+if stop == 0:                                    # resume: first the abstract-template restore
+    back = training.load_trained(workdir, step=3, model_fn=tiny_model)
+    out["restored_step"] = back.step
+res = run_tiny(cfg, workdir, stop_after=stop or None)
+out["start"] = res.start_step
+out["losses"] = [r["loss"] for r in training.read_metrics(workdir)]
+out["params"] = np.concatenate([np.ravel(a) for a in
+                                jax.tree.leaves(parallel.fetch(res.state["params"]))]).tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_checkpoint_of_two_processes_resumes_on_one(tmp_path):
+    """Stopped after 4 steps on 2 processes x 2 devices (checkpoint at 3, written by both), the
+    run resumes on 1 process x 2 devices and logs the losses of an uninterrupted 1-process run
+    on 4 devices (1e-5); the checkpoint also restores into an abstract template there."""
+    port, shared = _free_port(), str(tmp_path / "shared")
+    part = _results([_spawn(_TRAIN, [shared, 4, port, i], 2) for i in range(2)])
+    assert [r["processes"] for r in part] == [2, 2] and part[0]["start"] == 0
+    assert sorted(os.listdir(os.path.join(shared, "checkpoints"))) == ["3"]
+    resumed = _result(_spawn(_TRAIN, [shared, 0], 2))
+    full = _result(_spawn(_TRAIN, [str(tmp_path / "full"), 6], 4))
+    assert (resumed["processes"], resumed["devices"], resumed["start"]) == (1, 2, 3)
+    assert resumed["restored_step"] == 3 and full["devices"] == 4
+    assert len(resumed["losses"]) == len(full["losses"]) == 6
+    np.testing.assert_allclose(resumed["losses"], full["losses"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(resumed["params"], full["params"], rtol=1e-5, atol=1e-6)
