@@ -74,10 +74,11 @@ def merge_model(graphdef, params, other):
 
 
 def init_state(params, other, optimizer: optax.GradientTransformation) -> dict:
-    """The train state at step 0 (the EMA starts at the initial parameters)."""
+    """The train state at step 0 (the EMA starts at the initial parameters). The EMA copy and
+    the optimiser's zeros take no compile per parameter shape (a runtime copy, one jitted init)."""
     return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "ema": jax.tree.map(jnp.array, params), "opt_state": optimizer.init(params),
-            "other": other}
+            "ema": jax.device_put(params, may_alias=False),
+            "opt_state": jax.jit(optimizer.init)(params), "other": other}
 
 
 def ema_decay_at(step, decay: float, warmup: bool):
