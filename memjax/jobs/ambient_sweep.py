@@ -267,17 +267,26 @@ def summary_table(summary: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict:
+def run(config, workdir: str, *, shard: int = 0, num_shards: int = 1,
+        log: Callable[[str], None] = print) -> dict:
     """Trains (or resumes) every run of :func:`run_specs`, evaluates each, and writes
     ``runs.json``, ``summary.json``, ``summary.md`` and ``pareto.png`` under ``workdir``.
     Returns ``{"runs", "summary", "reference"}``; ``reference`` holds the held-out images'
     own numbers (the fraction within ``radius`` of a training image) and the Fréchet distance of
-    the training images themselves (a perfect copier)."""
+    the training images themselves (a perfect copier).
+
+    With ``num_shards > 1`` this process trains and evaluates only the runs
+    ``run_specs(config)[shard::num_shards]`` and writes no summary (``summary`` is None): start
+    one process per shard, then one with ``num_shards = 1``, which reuses every finished run.
+    (Start the shards once ``workdir/features`` exists: the first call trains the classifier.)"""
     from memjax import data as data_lib
     from memjax.jobs import run_info
     from memjax.metrics import features, stats
 
     validate_config(config)
+    if not (_is_int(num_shards) and num_shards >= 1 and _is_int(shard) and 0 <= shard < num_shards):
+        raise ValueError(f"shard, num_shards: expected 0 <= shard < num_shards, got {shard!r}, "
+                         f"{num_shards!r}")
     workdir = str(workdir)
     dataset = data_lib.load_dataset(config.train.data)
     feature_fn = features.digits_classifier_features(train=dataset.train,
@@ -291,7 +300,9 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict:
         "num_train": int(len(train_x)), "num_heldout": int(len(ref)),
         "classifier_accuracy": feature_fn.accuracy}
     rows = [_train_and_evaluate(config, spec, f"{workdir}/runs/{spec.name}", feature_fn, ref, log)
-            for spec in run_specs(config)]
+            for spec in run_specs(config)[shard::num_shards]]
+    if num_shards > 1:
+        return {"runs": rows, "summary": None, "reference": reference}
     summary = summarize(rows)
     wd.save_json(f"{workdir}/runs.json", rows)
     wd.save_json(f"{workdir}/summary.json", {"summary": summary, "reference": reference})

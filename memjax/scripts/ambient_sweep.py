@@ -3,6 +3,7 @@ seeds and its sigma_tn sweep (:mod:`memjax.jobs.ambient_sweep`).
 
     python -m memjax.scripts.ambient_sweep --config=ambient_sweep --workdir=/tmp/sweep
     python -m memjax.scripts.ambient_sweep --config=ambient_sweep:tiny --workdir=/tmp/tiny
+    python -m memjax.scripts.ambient_sweep --config=ambient_sweep --workdir=/tmp/sweep --shard=1/2
 
 Trains every run (an interrupted sweep resumes from each run's checkpoints and reuses the
 evaluations it finished), then prints the summary table; ``workdir`` holds ``runs.json``,
@@ -18,6 +19,8 @@ from memjax.scripts import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweep.")
+_SHARD = flags.DEFINE_string("shard", "0/1", "i/k: train and evaluate only the runs i, i + k, ... "
+                             "(no summary); a final 0/1 call reuses them and reports.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,8 +30,12 @@ def main(argv):
     from memjax.jobs import ambient_sweep
 
     common.setup()
-    out = ambient_sweep.run(_CONFIG.value, _WORKDIR.value)
-    print(ambient_sweep.summary_table(out["summary"]), end="")
+    i, _, k = _SHARD.value.partition("/")
+    if not (i.isdigit() and k.isdigit()):
+        raise app.UsageError(f"--shard: expected i/k (e.g. 1/2), got {_SHARD.value!r}")
+    out = ambient_sweep.run(_CONFIG.value, _WORKDIR.value, shard=int(i), num_shards=int(k))
+    if out["summary"] is not None:
+        print(ambient_sweep.summary_table(out["summary"]), end="")
 
 
 def run():
