@@ -9,20 +9,25 @@ Fields:
 
   train: the training config every run shares (schema: memjax.training.default_config); a run
     sets only ``seed``, ``objective.name``, ``objective.sigma_tn`` and ``objective.noise_seed``.
-    data: NUM_TRAIN embedded 8x8 digits (no flips; ``data.seed`` fixes which, for every run),
-      NUM_HELDOUT other digits held out (the Fréchet reference and the memorization baseline).
+    data: NUM_TRAIN = 32 embedded 8x8 digits (no flips; ``data.seed`` fixes which, for every
+      run), NUM_HELDOUT = 512 other digits held out (the Fréchet reference and the memorization
+      baseline). 32 rather than the paper's 300: at 2 shared CPU cores a run must cost about a
+      minute of CPU; digits_overfit's network copies 60 % of 128 images after 2,000 passes over
+      each, and 32 images get 1,500 passes here (the pilot in docs/repro/paper002.md, seed 9,
+      checked that the standard model copies at this size).
     model: configs/digits_overfit.py's U-Net (16 base channels, 2 levels, no attention, no
       dropout) with x0-prediction (Algorithm 1's h_theta predicts the clean image).
     objective: x0 loss, unweighted; ambient: ``noisy_fraction`` 0.5, "bernoulli" mix
       (Algorithm 1's uniform draw from S u S_tn).
     optim / training: digits_overfit's recipe, the one that makes this network copy: Adam, peak
       lr 1e-2 after 100 warm-up steps, cosine decay to 0, clip 1, batch min(64, NUM_TRAIN),
-      NUM_STEPS steps, EMA 0.99 with warm-up.
+      NUM_STEPS = 1,500 steps, EMA 0.99 with warm-up; checkpoints every 250 steps (resume).
   seeds: the seeds of the headline pair (standard and ambient at ``sigma_tn``).
   sigma_tn: 0.447, the VP scale of the authors' EDM sigma_n = 0.5 (s / sqrt(1 + s^2)).
   sweep_sigma_tn / sweep_seeds: the other ambient points of the Fig. 2 plane: EDM s = 0.2, 1 and
     2 (VP 0.196, 0.707, 0.894); paper 002 finds s in [0.4, 4] Pareto-optimal on FFHQ-300.
-  num_samples, sampler, num_steps: samples per run (DDIM, eta 0; sample key = the run's seed).
+  num_samples, sampler, num_steps: 256 samples per run, DDIM (eta 0) with 50 steps; the sample
+    key is the run's seed, so the twins of a seed start from the same noise.
   radius: "memorized" means the nearest training image lies within this L2 distance in pixels
     (configs/digits_overfit.py's criterion: RMS 1/8 per pixel, one grey level of the raw digits).
 

@@ -233,12 +233,18 @@ def plot_pareto(summary: Sequence[dict], path: str, *, reference: dict | None = 
 
 
 # -- the job ---------------------------------------------------------------------------------------
-def _train_and_evaluate(config, spec: RunSpec, rundir: str, feature_fn, ref, log) -> dict:
+def _train(config, spec: RunSpec, rundir: str) -> float:
     from memjax import training
 
     t0 = time.perf_counter()
     training.train(run_config(config, spec), rundir)
-    train_s = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def _evaluate_run(config, spec: RunSpec, rundir: str, feature_fn, ref, train_s: float,
+                  log) -> dict:
+    from memjax import training
+
     trained = training.load_trained(rundir)
     key = (CODE_VERSION, spec, trained.step, {f: config[f] for f in EVAL_FIELDS},
            wd.fingerprint(ref))
@@ -252,6 +258,25 @@ def _train_and_evaluate(config, spec: RunSpec, rundir: str, feature_fn, ref, log
     log(f"[ambient_sweep] {spec.name}: memorized {row['memorized']:.3f}, "
         f"FD {row['fd']:.3f} (digits-classifier features)")
     return row
+
+
+def _reference(config, workdir: str):
+    """The feature function, the held-out features and the reference numbers of the data."""
+    from memjax import data as data_lib
+    from memjax.metrics import features, stats
+
+    dataset = data_lib.load_dataset(config.train.data)
+    feature_fn = features.digits_classifier_features(train=dataset.train,
+                                                     workdir=f"{workdir}/features")
+    ref = np.asarray(features.compute_features(feature_fn, dataset.heldout))
+    train_x = np.asarray(dataset.train, np.float32)
+    reference = {
+        "heldout_memorized": float(np.mean(_nearest_l2(np.asarray(dataset.heldout, np.float32),
+                                                       train_x) < config.radius)),
+        "fd": float(stats.frechet_distance(features.compute_features(feature_fn, train_x), ref)),
+        "num_train": int(len(train_x)), "num_heldout": int(len(ref)),
+        "classifier_accuracy": feature_fn.accuracy}
+    return feature_fn, ref, reference
 
 
 def summary_table(summary: Sequence[dict]) -> str:
@@ -278,29 +303,20 @@ def run(config, workdir: str, *, shard: int = 0, num_shards: int = 1,
     With ``num_shards > 1`` this process trains and evaluates only the runs
     ``run_specs(config)[shard::num_shards]`` and writes no summary (``summary`` is None): start
     one process per shard, then one with ``num_shards = 1``, which reuses every finished run.
-    (Start the shards once ``workdir/features`` exists: the first call trains the classifier.)"""
-    from memjax import data as data_lib
+    Each process trains its runs first, then the feature classifier (``workdir/features``: the
+    first process to get there trains it, so stagger the shards), then evaluates."""
     from memjax.jobs import run_info
-    from memjax.metrics import features, stats
 
     validate_config(config)
     if not (_is_int(num_shards) and num_shards >= 1 and _is_int(shard) and 0 <= shard < num_shards):
         raise ValueError(f"shard, num_shards: expected 0 <= shard < num_shards, got {shard!r}, "
                          f"{num_shards!r}")
     workdir = str(workdir)
-    dataset = data_lib.load_dataset(config.train.data)
-    feature_fn = features.digits_classifier_features(train=dataset.train,
-                                                     workdir=f"{workdir}/features")
-    ref = np.asarray(features.compute_features(feature_fn, dataset.heldout))
-    train_x = np.asarray(dataset.train, np.float32)
-    reference = {
-        "heldout_memorized": float(np.mean(_nearest_l2(np.asarray(dataset.heldout, np.float32),
-                                                       train_x) < config.radius)),
-        "fd": float(stats.frechet_distance(features.compute_features(feature_fn, train_x), ref)),
-        "num_train": int(len(train_x)), "num_heldout": int(len(ref)),
-        "classifier_accuracy": feature_fn.accuracy}
-    rows = [_train_and_evaluate(config, spec, f"{workdir}/runs/{spec.name}", feature_fn, ref, log)
-            for spec in run_specs(config)[shard::num_shards]]
+    specs = run_specs(config)[shard::num_shards]
+    train_s = [_train(config, spec, f"{workdir}/runs/{spec.name}") for spec in specs]
+    feature_fn, ref, reference = _reference(config, workdir)
+    rows = [_evaluate_run(config, spec, f"{workdir}/runs/{spec.name}", feature_fn, ref, t, log)
+            for spec, t in zip(specs, train_s)]
     if num_shards > 1:
         return {"runs": rows, "summary": None, "reference": reference}
     summary = summarize(rows)
