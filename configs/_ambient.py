@@ -3,8 +3,9 @@ r"""Shared builder of the ambient-diffusion configs (paper 002); not a config fi
 configs/ambient_300.py, ambient_1k.py and ambient_3k.py differ only in the number of training
 images ``num_train``. Paper 002 section 5.1 / appendix E: 300, 1k and 3k random CIFAR-10
 training images; Adam with lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay 0.01; 30,000
-iterations at batch 256; EDM's default CIFAR-10 network. The twin (``:standard``) differs only in ``objective.name``, so the
-two runs see the same images, batches and initialisation and differ only in the loss.
+iterations at batch 256; EDM's default CIFAR-10 network. The twin (``:standard``) differs only
+in ``objective.name``, so the two runs see the same images, batches and initialisation and
+differ only in the loss.
 
 Every field (schema: memjax.training.default_config):
 
