@@ -215,7 +215,7 @@ def plot_pareto(summary: Sequence[dict], path: str, *, reference: dict | None = 
         xe, ye = (np.nan_to_num(r[k]) for k in ("memorized_sem", "fd_sem"))
         ax.errorbar(r["memorized_mean"], r["fd_mean"], xerr=xe, yerr=ye,
                     fmt="s" if std else "o", color="C3" if std else "C0", capsize=2, ms=5)
-        label = "standard (DDPM)" if std else f"{r['sigma_tn']:.2f}"
+        label = "standard (DDPM)" if std else f"ambient, sigma_tn {r['sigma_tn']:.2f}"
         ax.annotate(label, (r["memorized_mean"], r["fd_mean"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
     front = sorted((r["memorized_mean"], r["fd_mean"]) for r in summary if r.get("pareto"))
