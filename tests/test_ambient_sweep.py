@@ -134,3 +134,10 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
     again = sweep.run(c, str(tmp_path), log=lambda s: None)
     assert [r["fd"] for r in again["runs"]] == [r["fd"] for r in out["runs"]]
     assert all("train_s" not in r for r in again["runs"])   # nothing retrained or re-evaluated
+
+
+@pytest.mark.parametrize("shard,num_shards", [(3, 3), (-1, 2), (0, 0)])
+def test_bad_shard_names_the_arguments(tmp_path, shard, num_shards):
+    with pytest.raises(ValueError, match="shard"):
+        sweep.run(sweep_config("tiny"), str(tmp_path), shard=shard, num_shards=num_shards)
+    assert not (tmp_path / "runs").exists()   # rejected before anything is trained
