@@ -3,7 +3,7 @@ r"""Paper 002 at digits scale: standard vs ambient training over seeds, and a si
     python -m memjax.scripts.ambient_sweep --config=ambient_sweep --workdir=/tmp/sweep
     python -m memjax.scripts.ambient_sweep --config=ambient_sweep:tiny --workdir=/tmp/tiny
 
-Job: memjax.jobs.ambient_sweep (runs, metrics, outputs). Results: docs/repro/paper002.md.
+Job: memjax.jobs.ambient_sweep (runs, metrics, outputs). Results: docs/reproductions.md.
 
 Fields:
 
@@ -13,7 +13,7 @@ Fields:
       run), NUM_HELDOUT = 512 other digits held out (the Fréchet reference and the memorization
       baseline). 32 rather than the paper's 300: at 2 shared CPU cores a run must cost about a
       minute of CPU; digits_overfit's network copies 60 % of 128 images after 2,000 passes over
-      each, and 32 images get 1,500 passes here (the pilot in docs/repro/paper002.md, seed 9,
+      each, and 32 images get 1,500 passes here (the pilot in docs/reproductions.md, seed 9,
       checked that the standard model copies at this size).
     model: configs/digits_overfit.py's U-Net (16 base channels, 2 levels, no attention, no
       dropout) with x0-prediction (Algorithm 1's h_theta predicts the clean image).

@@ -25,7 +25,7 @@ Protocol (paper 001 sections 4-5), and where this config departs from it:
 * TDKD: AdamW at the paper's learning rate 1e-4 (section 5.1), 1,000 steps of batch 128 (the
   paper gives no step count; sessions 1-2 used lr 1e-3); the time module directly after the
   first BatchNorm of every residual block (appendix C; its "single point" is read as one per
-  block, see docs/repro/paper001.md).
+  block, see docs/reproductions.md).
 * Implicit labels: k-means, K = 32 on pixels of 2,048 unguided samples (the later version of
   the paper: K = 100 on SSCD features; no SSCD network here and 8x8 digits are not photos).
 * Sampler: the reverse SDE (eq. 12 as written, Euler-Maruyama, 100 steps). The paper samples

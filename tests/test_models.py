@@ -42,7 +42,9 @@ def _leaves(state):
 @pytest.mark.parametrize("size,kw", [
     (8, dict(attn_resolutions=(4,), embedding="fourier", num_classes=3)),
     pytest.param(16, dict(attn_resolutions=(8,)), marks=pytest.mark.slow),
-    (28, dict(channel_mults=(1, 1, 1, 1), attn_resolutions=(8,), channels=1)),  # padded to 32
+    # padded to 32 (padding itself: test_unet_padding_keeps_images_independent_... stays fast)
+    pytest.param(28, dict(channel_mults=(1, 1, 1, 1), attn_resolutions=(8,), channels=1),
+                 marks=pytest.mark.slow),
     pytest.param(32, dict(channels=3, attn_resolutions=(16,), parameterization="x0"),
                  marks=pytest.mark.slow),
     pytest.param(64, dict(channels=3, channel_mults=(1, 2, 2), attn_resolutions=(16,)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -12,6 +13,7 @@ import textwrap
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -120,14 +122,22 @@ def test_script_rejects_invalid_configs_at_start_up(tmp_path):
         assert not (tmp_path / "wd" / "checkpoints").exists()
 
 
+@functools.lru_cache(maxsize=None)
+def _num_params(model_json: str) -> int:
+    """Parameters of the model a config builds (abstractly); configs sharing a model trace it once."""
+    from flax import nnx
+
+    cfg = ml_collections.ConfigDict({"model": json.loads(model_json), "seed": 0})
+    model = nnx.eval_shape(lambda: training.build_model(cfg))
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
 def test_shipped_configs_validate_and_build(name):
-    from flax import nnx
 
     cfg = load_config(name)
     training.validate_config(cfg)
-    model = nnx.eval_shape(lambda: training.build_model(cfg))
-    n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    n = _num_params(cfg.model.to_json())
     assert n > 0
     if name.startswith("cifar10") or name == "conditional_cifar10.py":
         # score_sde DDPM++ settings (paper 000: "other settings are the same as Song et al.")
@@ -158,6 +168,7 @@ def test_shipped_configs_validate_and_build(name):
         assert cfg.model.num_classes == cfg.objective.num_classes == 10
 
 
+@pytest.mark.slow  # a CIFAR-10 config end to end through TFDS (CI's second step)
 def test_tfds_config_trains_on_mock_data(tmp_path):
     """A CIFAR-10 config, shrunk, runs end to end on tfds.testing.mock_data (no download)."""
     tfds = pytest.importorskip("tensorflow_datasets")

@@ -50,8 +50,8 @@ def test_sparse_affinities_rows(digits):
     assert np.all(listed <= kth[:, None])
 
 
-@pytest.mark.parametrize("scale, num_boxes, bound", [(5.0, None, 2e-2), (5.0, 200, 1e-3),
-                                                     (1e-3, None, 1e-4)])
+@pytest.mark.parametrize("scale, num_boxes, bound", [
+    pytest.param(5.0, None, 2e-2, marks=pytest.mark.slow), (5.0, 200, 1e-3), (1e-3, None, 1e-4)])
 def test_gradient_matches_exact(digits, scale, num_boxes, bound):
     """The interpolated gradient against the exact O(n^2) gradient with the same P.
 
@@ -87,6 +87,7 @@ def test_cached_kernel_gradient(digits):
         assert float(jnp.linalg.norm(g - exact) / jnp.linalg.norm(exact)) < 5e-3
 
 
+@pytest.mark.slow  # CI's second step; benchmarks/results/tsne.md compares up to n = 50,000
 def test_trustworthiness_matches_opentsne(digits):
     """1,000 digits, both libraries with 1000 iterations (250 exaggerated): within 0.01.
 

@@ -295,7 +295,7 @@ def summary_table(report: dict) -> str:
             stable = min(r["frac_stable_trained"], r["frac_stable_heldout"])
             lines.append(_TABLE_ROW.format(kind, *nums, stable))
     for kind, label in report.get("settings_used", {}).get("row_labels", {}).items():
-        lines.append(f"  {kind}: {label}")
+        lines.append(f"  {kind:10s} = {label}")
     if "memorization" in report:
         m = report["memorization"]
         lines.append(f"samples: {report['sampling']['num_samples']}; memorized "
