@@ -51,7 +51,8 @@ def test_sparse_affinities_rows(digits):
 
 
 @pytest.mark.parametrize("scale, num_boxes, bound", [
-    pytest.param(5.0, None, 2e-2, marks=pytest.mark.slow), (5.0, 200, 1e-3), (1e-3, None, 1e-4)])
+    pytest.param(5.0, None, 2e-2, marks=pytest.mark.slow),
+    pytest.param(5.0, 200, 1e-3, marks=pytest.mark.slow), (1e-3, None, 1e-4)])
 def test_gradient_matches_exact(digits, scale, num_boxes, bound):
     """The interpolated gradient against the exact O(n^2) gradient with the same P.
 
