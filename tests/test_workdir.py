@@ -24,16 +24,21 @@ class FakeGCS(MemoryFileSystem):
     pseudo_dirs = [""]
 
 
-@pytest.fixture
-def fake_gs(monkeypatch):
+def _fake_filesystem(monkeypatch, cls, root: str):
+    """Registers ``cls`` for its protocols (etils.epath through fsspec), yields ``root``."""
     from etils.epath import gpath
 
     monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
-    fsspec.register_implementation("gs", FakeGCS, clobber=True)
-    FakeGCS.store.clear()
-    yield "gs://bucket"
-    FakeGCS.store.clear()
+    for name in cls.protocol:
+        fsspec.register_implementation(name, cls, clobber=True)
+    cls.store.clear()
+    yield root
+    cls.store.clear()
+
+
+@pytest.fixture
+def fake_gs(monkeypatch):
+    yield from _fake_filesystem(monkeypatch, FakeGCS, "gs://bucket")
 
 
 class FakeAzure(MemoryFileSystem):
@@ -47,14 +52,7 @@ class FakeAzure(MemoryFileSystem):
 
 @pytest.fixture
 def fake_az(monkeypatch):
-    from etils.epath import gpath
-
-    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-    for name in FakeAzure.protocol:
-        fsspec.register_implementation(name, FakeAzure, clobber=True)
-    FakeAzure.store.clear()
-    yield "az://container"
-    FakeAzure.store.clear()
+    yield from _fake_filesystem(monkeypatch, FakeAzure, "az://container")
 
 
 def test_json_of_numpy_and_jax_values(tmp_path):
