@@ -341,7 +341,7 @@ def test_tiny_audit_end_to_end_then_reuse_then_resume_after_kill(tmp_path):
                 "easiest_hardest", "samples_nearest"):
         assert (wd / "figures" / f"{fig}.png").stat().st_size > 1000
     md = (wd / "report.md").read_text()
-    assert "| exact | 64 | 3 |" in md and "AUROC" in out
+    assert "| exact score: memjax exact (jvp, qr) | 64 | 3 |" in md and "AUROC" in out
 
     # a second run reuses every stage and writes the same report
     proc = _run_script(cfg_file, wd)

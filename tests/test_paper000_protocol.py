@@ -131,8 +131,10 @@ def test_audit_reports_algorithm1_rows_labelled_beside_memjax_rows(gaussian_sour
     images = np.concatenate([subject.train, subject.heldout])
     g = _direct(score_fn, sde, images, jax.random.fold_in(jax.random.key(0), 0), 3, 2,
                 method="finite_difference", accumulate="norms", sigma=0.05)
+    # float32: the audit runs the images as one vmapped batch, the direct calls one at a time,
+    # so XLA fuses the finite differences differently (measured 1.1e-5 relative apart in CI)
     np.testing.assert_allclose([a1["mean_trained"], a1["mean_heldout"]],
-                               [g[:4].mean(), g[4:].mean()], rtol=1e-5)
+                               [g[:4].mean(), g[4:].mean()], rtol=1e-4)
 
 
 @pytest.mark.slow
