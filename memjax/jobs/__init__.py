@@ -22,7 +22,9 @@ __all__ = ["run_info"]
 
 
 def run_info(config: Any = None) -> dict:
-    """The memjax / JAX versions, the devices and process count, and the full config."""
+    """The memjax / JAX versions, the devices and process count, the ``XLA_FLAGS`` the
+    backend started with (compiler settings change float rounding) and the full config."""
+    import os
     import platform
 
     import jax
@@ -31,7 +33,8 @@ def run_info(config: Any = None) -> dict:
 
     info = {"memjax": getattr(memjax, "__version__", "unknown"), "jax": jax.__version__,
             "python": platform.python_version(), "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count()}
+            "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if config is not None:
         info["config"] = config.to_dict() if hasattr(config, "to_dict") else config
     return info

@@ -4,6 +4,8 @@
   (``memjax.configs``, the repository's ``configs/`` folder); a path works as before.
 * Library logging (absl, orbax, JAX) is lowered to WARNING unless ``--verbosity`` is given
   (absl's flag: ``--verbosity=0`` restores INFO, ``1`` DEBUG).
+* :func:`memjax.xla_cpu.set_cpu_defaults` adds memjax's XLA:CPU flags (faster compilation and
+  convolutions of its small U-Nets on CPU; ``--nocpu_xla_defaults`` to skip) to ``XLA_FLAGS``.
 * :func:`memjax.parallel.initialize` runs before anything touches the JAX backend, from the
   flags of :mod:`memjax.scripts.distributed` (``--coordinator_address``, ``--num_processes``,
   ``--process_id``, ...), the ``JAX_COORDINATOR_ADDRESS`` environment or the cluster (TPU pod,
@@ -16,10 +18,18 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from absl import flags as _flags
+
+from memjax import xla_cpu
 from memjax.scripts import distributed  # defines the multi-host flags of every script
 
 __all__ = ["config_dirs", "resolve_config", "resolve_argv", "load_config", "job_flags", "setup",
            "run"]
+
+
+_CPU_XLA_DEFAULTS = _flags.DEFINE_boolean(
+    "cpu_xla_defaults", True, "Add memjax's XLA:CPU flags (memjax.xla_cpu: no YNNPACK fusions; "
+    "LLVM -O1 when JAX runs on CPU alone) to XLA_FLAGS, except those already set there.")
 
 
 def config_dirs() -> list[str]:
@@ -97,8 +107,9 @@ def job_flags(config_help: str, workdir_help: str):
 
 
 def setup(argv: Sequence[str] | None = None) -> None:
-    """Rejects positional arguments (``argv`` past the program name), then quiet logging
-    (unless ``--verbosity`` was given) and the multi-host start-up."""
+    """Rejects positional arguments (``argv`` past the program name), then memjax's XLA:CPU
+    flags (unless ``--nocpu_xla_defaults``), quiet logging (unless ``--verbosity`` was given)
+    and the multi-host start-up."""
     from absl import app, flags
 
     from memjax import console
@@ -106,6 +117,8 @@ def setup(argv: Sequence[str] | None = None) -> None:
     if argv is not None and len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     fl = flags.FLAGS
+    if _CPU_XLA_DEFAULTS.value:
+        xla_cpu.set_cpu_defaults()
     console.quiet(fl.verbosity + 1 if fl["verbosity"].present else 0)
     distributed.initialize_from_flags()
 
