@@ -58,16 +58,16 @@ def _eigen_knn(k: int):
     import jax
 
     from memjax import parallel
-    from memjax.metrics import memorization as mm
+    from memjax.metrics import neighbours as nbr
 
-    fn = jax.jit(mm._knn.__wrapped__, static_argnames=("k", "c", "metric", "block", "qblock",
+    fn = jax.jit(nbr._knn.__wrapped__, static_argnames=("k", "c", "metric", "block", "qblock",
                                                       "mesh"),
                  compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})
 
     def run(q, r):
         n = r.shape[0]
-        block = -(-mm._balanced(n, 2048) // 16) * 16
-        qblock = mm._balanced(q.shape[0], 4096)
+        block = -(-nbr._balanced(n, 2048) // 16) * 16
+        qblock = nbr._balanced(q.shape[0], 4096)
         return fn(q, r, k=k, c=min(n, k + 8), metric="l2", block=block, qblock=qblock,
                   mesh=parallel.data_mesh())
     return functools.partial(run)
