@@ -22,7 +22,8 @@ Fields:
     optim / training: digits_overfit's recipe, the one that makes this network copy: Adam, peak
       lr 1e-2 after 100 warm-up steps, cosine decay to 0, clip 1, batch min(64, NUM_TRAIN),
       NUM_STEPS = 1,500 steps, EMA 0.99 with warm-up; checkpoints every 250 steps (resume).
-  seeds: the seeds of the headline pair (standard and ambient at ``sigma_tn``).
+  seeds: the seeds of the headline pair (standard and ambient at ``sigma_tn``); () runs only the
+    sweep points (``--config.seeds='()' --config.sweep_seeds='(1, 2)'``: seeds 1 and 2 of them).
   sigma_tn: 0.447, the VP scale of the authors' EDM sigma_n = 0.5 (s / sqrt(1 + s^2)).
   sweep_sigma_tn / sweep_seeds: the other ambient points of the Fig. 2 plane: EDM s = 0.2, 1 and
     2 (VP 0.196, 0.707, 0.894); paper 002 finds s in [0.4, 4] Pareto-optimal on FFHQ-300.

@@ -87,7 +87,7 @@ def test_run_specs_pair_every_seed_and_skip_the_headline_in_the_sweep():
 @pytest.mark.parametrize("field,value", [
     ("sigma_tn", 0.0), ("sigma_tn", 1.5), ("sigma_tn", float("nan")),
     ("sweep_sigma_tn", (0.3, 1.0)), ("sweep_sigma_tn", (0.3, -0.1)),
-    ("seeds", ()), ("seeds", (0, 0)), ("seeds", (0, -1)), ("seeds", (0.5,)),
+    ("seeds", (0, 0)), ("seeds", (0, -1)), ("seeds", (0.5,)),
     ("sweep_seeds", (True,)), ("num_samples", 1), ("radius", 0.0)])
 def test_bad_config_names_the_field(field, value):
     c = sweep_config()
@@ -95,6 +95,20 @@ def test_bad_config_names_the_field(field, value):
         c[field] = value
     with pytest.raises(ValueError, match=field):
         sweep.validate_config(c)
+
+
+def test_empty_seeds_runs_exactly_the_sweep_points():
+    c = sweep_config()
+    c.seeds, c.sweep_seeds = (), (1, 2)
+    c.sweep_sigma_tn = (0.2, c.sigma_tn, 0.9)
+    sweep.validate_config(c)
+    assert [(s.objective, s.sigma_tn, s.seed) for s in sweep.run_specs(c)] == [
+        ("ambient", 0.2, 1), ("ambient", 0.2, 2), ("ambient", 0.9, 1), ("ambient", 0.9, 2)]
+    for field, value in [("sweep_seeds", ()), ("sweep_sigma_tn", (c.sigma_tn,))]:
+        d = c.copy_and_resolve_references()
+        d[field] = value
+        with pytest.raises(ValueError, match="seeds: expected at least one run"):
+            sweep.validate_config(d)
 
 
 def test_bad_training_field_is_caught_before_any_run():

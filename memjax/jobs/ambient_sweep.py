@@ -82,8 +82,6 @@ def validate_config(config) -> None:
     from memjax import sampling, training
 
     _check_seeds("seeds", config.seeds)
-    if not config.seeds:
-        raise ValueError("seeds: expected at least one seed, got ()")
     _check_seeds("sweep_seeds", config.sweep_seeds)
     _check_sigma("sigma_tn", config.sigma_tn)
     if isinstance(config.sweep_sigma_tn, (str, bytes)) or not isinstance(config.sweep_sigma_tn,
@@ -92,6 +90,11 @@ def validate_config(config) -> None:
                          f"{config.sweep_sigma_tn!r}")
     for i, s in enumerate(config.sweep_sigma_tn):
         _check_sigma(f"sweep_sigma_tn[{i}]", s)
+    if not run_specs(config):
+        raise ValueError("seeds: expected at least one run; with seeds = () (no headline pair) "
+                         "sweep_seeds and sweep_sigma_tn must not be empty, got "
+                         f"sweep_seeds {config.sweep_seeds!r}, sweep_sigma_tn "
+                         f"{config.sweep_sigma_tn!r}")
     _checks.check_positive_int("num_samples", config.num_samples)
     if config.num_samples < 2:
         raise ValueError(f"num_samples: expected at least 2 (a covariance), got {config.num_samples}")
@@ -103,7 +106,8 @@ def validate_config(config) -> None:
 
 def run_specs(config) -> list[RunSpec]:
     """The runs of a sweep: standard and ambient at ``sigma_tn`` for every seed of ``seeds``,
-    then ambient at every other ``sweep_sigma_tn`` for every seed of ``sweep_seeds``."""
+    then ambient at every other ``sweep_sigma_tn`` for every seed of ``sweep_seeds``. With
+    ``seeds = ()`` only the sweep runs (e.g. more seeds for the sweep points alone)."""
     main = float(config.sigma_tn)
     specs = [RunSpec("standard", None, int(s)) for s in config.seeds]
     specs += [RunSpec("ambient", main, int(s)) for s in config.seeds]
