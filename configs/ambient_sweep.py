@@ -24,6 +24,8 @@ Fields:
       NUM_STEPS = 1,500 steps, EMA 0.99 with warm-up; checkpoints every 250 steps (resume).
   seeds: the seeds of the headline pair (standard and ambient at ``sigma_tn``); () runs only the
     sweep points (``--config.seeds='()' --config.sweep_seeds='(1, 2)'``: seeds 1 and 2 of them).
+  objectives: the arms of the headline pair, ("standard", "ambient"); ("standard",) runs the
+    standard arm alone (``--config.objectives='("standard",)'``).
   sigma_tn: 0.447, the VP scale of the authors' EDM sigma_n = 0.5 (s / sqrt(1 + s^2)).
   sweep_sigma_tn / sweep_seeds: the other ambient points of the Fig. 2 plane: EDM s = 0.2, 1 and
     2 (VP 0.196, 0.707, 0.894); paper 002 finds s in [0.4, 4] Pareto-optimal on FFHQ-300.
@@ -75,6 +77,7 @@ def get_config(variant: str = ""):
     c = ml_collections.ConfigDict()
     c.train = train_config(16, 16, 30) if tiny else train_config(NUM_TRAIN, NUM_HELDOUT, NUM_STEPS)
     c.seeds = (0,) if tiny else (0, 1, 2)
+    c.objectives = ("standard", "ambient")
     c.sigma_tn = edm_to_vp(0.5)
     c.sweep_sigma_tn = (edm_to_vp(1.0),) if tiny else tuple(edm_to_vp(s) for s in (0.2, 1.0, 2.0))
     c.sweep_seeds = (0,)

@@ -111,6 +111,24 @@ def test_empty_seeds_runs_exactly_the_sweep_points():
             sweep.validate_config(d)
 
 
+def test_objectives_picks_the_arms_of_the_headline_pair():
+    c = sweep_config()
+    c.seeds, c.sweep_seeds = (0, 3), ()
+    c.objectives = ("standard",)
+    sweep.validate_config(c)
+    assert [s.name for s in sweep.run_specs(c)] == ["standard_seed0", "standard_seed3"]
+    c.objectives = ("ambient",)
+    assert [(s.objective, s.seed) for s in sweep.run_specs(c)] == [("ambient", 0), ("ambient", 3)]
+    c.objectives = ("ambient", "standard")
+    assert len(sweep.run_specs(c)) == 4
+    for value in [(), ("standard", "standard"), ("ddpm",)]:
+        d = c.copy_and_resolve_references()
+        with d.unlocked():
+            d.objectives = value
+        with pytest.raises(ValueError, match="objectives"):
+            sweep.validate_config(d)
+
+
 def test_bad_training_field_is_caught_before_any_run():
     c = sweep_config()
     c.train.training.batch_size = 0

@@ -8,7 +8,8 @@ and the seed (initialisation, batch order, step keys, and the fixed noisy copies
 training, ``objective.noise_seed = seed``). The runs:
 
 * ``seeds`` x {standard, ambient at ``sigma_tn``}: the headline comparison, mean and standard
-  error over seeds;
+  error over seeds (``objectives``, default both, picks the arms: ``("standard",)`` runs the
+  standard arm alone, e.g. a pilot over training-set sizes);
 * ``sweep_seeds`` x ``sweep_sigma_tn``: the other points of the memorization-quality plane
   (paper 002 Fig. 2; there ``sigma_tn`` is an EDM noise level s, here the VP scale
   ``s / sqrt(1 + s^2)``).
@@ -76,6 +77,14 @@ def _check_sigma(name: str, value) -> None:
                          f"level s is s / sqrt(1 + s^2)), got {value!r}")
 
 
+HEADLINE_OBJECTIVES = ("standard", "ambient")
+
+
+def _objectives(config) -> tuple[str, ...]:
+    """The arms of the headline pair to run (``config.objectives``; both when absent)."""
+    return tuple(config.get("objectives", HEADLINE_OBJECTIVES))
+
+
 def validate_config(config) -> None:
     """``ValueError`` naming the field of an invalid sweep config (every run's training config
     included), before anything compiles."""
@@ -83,6 +92,12 @@ def validate_config(config) -> None:
 
     _check_seeds("seeds", config.seeds)
     _check_seeds("sweep_seeds", config.sweep_seeds)
+    objectives = config.get("objectives", HEADLINE_OBJECTIVES)
+    if (isinstance(objectives, (str, bytes)) or not isinstance(objectives, Sequence)
+            or not objectives or len(set(objectives)) != len(objectives)
+            or not set(objectives) <= set(HEADLINE_OBJECTIVES)):
+        raise ValueError(f"objectives: expected a non-empty sequence of distinct names from "
+                         f"{HEADLINE_OBJECTIVES}, got {objectives!r}")
     _check_sigma("sigma_tn", config.sigma_tn)
     if isinstance(config.sweep_sigma_tn, (str, bytes)) or not isinstance(config.sweep_sigma_tn,
                                                                           Sequence):
@@ -105,12 +120,14 @@ def validate_config(config) -> None:
 
 
 def run_specs(config) -> list[RunSpec]:
-    """The runs of a sweep: standard and ambient at ``sigma_tn`` for every seed of ``seeds``,
-    then ambient at every other ``sweep_sigma_tn`` for every seed of ``sweep_seeds``. With
-    ``seeds = ()`` only the sweep runs (e.g. more seeds for the sweep points alone)."""
+    """The runs of a sweep: standard and ambient at ``sigma_tn`` (those of them in
+    ``objectives``) for every seed of ``seeds``, then ambient at every other ``sweep_sigma_tn``
+    for every seed of ``sweep_seeds``. With ``seeds = ()`` only the sweep runs (e.g. more seeds
+    for the sweep points alone)."""
     main = float(config.sigma_tn)
-    specs = [RunSpec("standard", None, int(s)) for s in config.seeds]
-    specs += [RunSpec("ambient", main, int(s)) for s in config.seeds]
+    arms = _objectives(config)
+    specs = [RunSpec("standard", None, int(s)) for s in config.seeds if "standard" in arms]
+    specs += [RunSpec("ambient", main, int(s)) for s in config.seeds if "ambient" in arms]
     specs += [RunSpec("ambient", float(v), int(s)) for v in config.sweep_sigma_tn
               for s in config.sweep_seeds if not math.isclose(float(v), main)]
     return specs
