@@ -122,9 +122,13 @@ def test_train_step_matches_hand_computation():
     def obj(p):
         return loss_fn(training.merge_model(g, p, other), batch, key)[0]
 
-    loss, grads = jax.value_and_grad(obj)(params)
-    upd, _ = opt.update(grads, opt.init(params), params)
-    want = optax.apply_updates(params, upd)
+    @jax.jit                                   # one program, not op-by-op dispatch
+    def by_hand(params):
+        loss, grads = jax.value_and_grad(obj)(params)
+        upd, _ = opt.update(grads, opt.init(params), params)
+        return loss, optax.apply_updates(params, upd)
+
+    loss, want = by_hand(params)
     new, metrics = step(jax.tree.map(jnp.array, state), batch)   # copies: the step donates
     assert int(new["step"]) == 1
     np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-6)

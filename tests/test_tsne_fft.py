@@ -3,6 +3,9 @@ and embeddings against openTSNE."""
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,6 +14,9 @@ from sklearn.manifold import trustworthiness
 
 from memjax.metrics import embedding as T
 from memjax.metrics import tsne_fft as F
+
+
+_kl_gradient = jax.jit(T._kl_gradient)     # the exact O(n^2) reference, one program
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +44,10 @@ def test_sparse_affinities_with_all_neighbours_equal_the_exact_ones(digits):
 
 
 def test_sparse_affinities_rows(digits):
-    x = digits[:400]
+    x = digits[:500]        # the size of the gradient tests below: programs compiled once
     cols, vals = F.sparse_affinities(x, perplexity=30.0)
-    assert cols.shape == (400, 90)
-    np.testing.assert_allclose(np.asarray(vals).sum(axis=1), 1.0 / 800, rtol=1e-5)
+    assert cols.shape == (500, 90)
+    np.testing.assert_allclose(np.asarray(vals).sum(axis=1), 1.0 / 1000, rtol=1e-5)
     # the listed neighbours are the 90 nearest other points (float64 brute force)
     d = ((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
@@ -64,7 +70,7 @@ def test_gradient_matches_exact(digits, scale, num_boxes, bound):
     cols, vals = F.sparse_affinities(x, perplexity=30.0)
     y = jnp.asarray(np.random.default_rng(0).normal(size=(500, 2)) * scale, jnp.float32)
     for exaggeration in (1.0, 12.0):
-        exact = T._kl_gradient(_dense(cols, vals) * exaggeration, y)
+        exact = _kl_gradient(_dense(cols, vals) * exaggeration, y)
         approx = F.gradient(y, cols, vals, exaggeration, num_boxes=num_boxes)
         err = float(jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact))
         assert err < bound, (exaggeration, err)
@@ -77,14 +83,15 @@ def test_cached_kernel_gradient(digits):
     cols, vals = F.sparse_affinities(x, perplexity=30.0)
     p = _dense(cols, vals)
     y = jnp.asarray(np.random.default_rng(1).normal(size=(300, 2)) * 3, jnp.float32)
-    cache = F._empty_cache(y, 50)
-    g1, cache = F._cached_gradient(y, cache, cols, vals, 1.0, num_boxes=50)
-    g2, cache2 = F._cached_gradient(y * 0.99, cache, cols, vals, 1.0, num_boxes=50)
+    cached_gradient = jax.jit(functools.partial(F._cached_gradient, num_boxes=50))  # as in _segment
+    cache = jax.jit(F._empty_cache, static_argnums=1)(y, 50)
+    g1, cache = cached_gradient(y, cache, cols, vals, 1.0)
+    g2, cache2 = cached_gradient(y * 0.99, cache, cols, vals, 1.0)
     assert float(cache2[0]) == float(cache[0]) > 0            # reused: still fits
-    g3, cache3 = F._cached_gradient(y * 1.1, cache, cols, vals, 1.0, num_boxes=50)
+    g3, cache3 = cached_gradient(y * 1.1, cache, cols, vals, 1.0)
     assert float(cache3[0]) > float(cache[0])                 # recomputed: outgrew the grid
     for g, yy in ((g1, y), (g2, y * 0.99), (g3, y * 1.1)):
-        exact = T._kl_gradient(p, yy)
+        exact = _kl_gradient(p, yy)
         assert float(jnp.linalg.norm(g - exact) / jnp.linalg.norm(exact)) < 5e-3
 
 

@@ -222,6 +222,12 @@ def gradient(y: Float[Array, "n 2"], cols: Int[Array, "n k"], vals: Float[Array,
     defaults to the rule of the module docstring; the grid fits ``y`` exactly)."""
     if num_boxes is None:
         num_boxes = _num_boxes(y)
+    return _gradient(y, cols, vals, exaggeration, num_boxes=num_boxes)
+
+
+@functools.partial(jax.jit, static_argnames=("num_boxes",))
+def _gradient(y, cols, vals, exaggeration, *, num_boxes: int):
+    """:func:`gradient` as one XLA program for a fixed grid size."""
     h = _box_side(y, num_boxes)
     rep, z = _repulsion(y, num_boxes, h, _kernel_hat(num_boxes * INTERPOLATION_POINTS,
                                                      h / INTERPOLATION_POINTS))
