@@ -48,8 +48,8 @@ Variants (``--config=configs/digits_audit.py:VARIANT``): ``tiny`` (seconds, for 
 ``paper``: the default rows plus Algorithm 1 as written (above) and the exact score's full
 volume over the whole grid, for paper 000's Fig. 2 left. Algorithm 1 costs (D + 1) x 1000
 network evaluations per image: 20 CPU-seconds per image for the digits U-Net (measured on 16
-images, docs/reproductions.md), so about 85 CPU-minutes (some 45 minutes on 2 idle cores)
-for the 256 images: far over the 5-minute default budget; run it on an accelerator or
+images, docs/reproductions.md), so about 43 CPU-minutes for the default recipe's 128 images
+(85 for a 128 + 128 model): far over the 5-minute default budget; run it on an accelerator or
 overnight. configs/digits_audit_sweep.py runs the same row on a subset.
   sampling.num_samples: samples drawn from the network (0: skip sampling, memorization and
     diverse samples). sampling.sampler: "ddim", "sde", "dpm++2m" or "ode"; sampling.num_steps its grid;
