@@ -4,6 +4,7 @@ README's first command (on the tiny audit config) printing at most 60 lines."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -79,4 +80,8 @@ def test_readme_first_command_prints_few_lines_and_no_carriage_returns(tmp_path)
     assert "backend" not in text.lower(), text
     assert any(ln.startswith("train: step 20/20") for ln in lines), text
     assert "memorization audit" in text and (tmp_path / "run" / "report.md").exists()
-    assert (tmp_path / "run" / "run_info.json").exists()
+    # the script added memjax's XLA:CPU flag and kept the one already set (tests/conftest.py's -O0)
+    flags = json.loads((tmp_path / "run" / "run_info.json").read_text())["xla_flags"].split()
+    assert "--xla_cpu_experimental_ynn_fusion_type=" in flags, flags
+    assert "--xla_backend_optimization_level=0" in flags, flags
+    assert "--xla_backend_optimization_level=1" not in flags, flags
