@@ -23,15 +23,15 @@ Queries are split over the devices of a mesh (``jax.shard_map`` over the axis ``
 references replicated); each device walks its queries in chunks of ``query_block_size`` with
 ``lax.map`` and the reference blocks with ``lax.scan``. Results are identical on 1 and 8 devices.
 
-Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads each): the time
-is XLA's dot (1.08-1.10x the time of faiss's whole ``IndexFlatL2`` search for 4,000 x 4,000 x
-3,072; NumPy's OpenBLAS sgemm, the one faiss calls, is 0.86-0.92x), plus the top-k (0.05x) and
-the exact re-scoring (0.05-0.15x): 1.3-1.45x faiss on two idle threads, 0.86x on one thread.
-Handing the matmul to the host's BLAS through :func:`jax.pure_callback` was measured and not
-kept: converting the callback's inputs to NumPy and its output back costs what the faster
-sgemm saves (0.71-0.77 s against 0.58-0.60 s for the bare NumPy call and 0.71-0.81 s for XLA's
-dot on one 4,000 x 2,000 block). bfloat16 / float16 products are slower on this CPU (no
-AVX-512) and would not be exact.
+Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads each, idle):
+faiss's whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 %
+of the CPU's FMA peak. XLA's dot matches it only in its best shapes (0.93-1.04x faiss for
+4,000-query x 1,000-reference blocks), and the candidate selection (>= 0.07x) and exact
+re-scoring (>= 0.03x) come on top: 1.28-1.38x faiss as shipped, 0.86x on one thread. Handing
+the matmul to the host's BLAS through :func:`jax.pure_callback` was measured and not kept (the
+callback copies its inputs and output: 0.71-0.77 s against 0.58-0.60 s for the bare NumPy call
+on one 4,000 x 2,000 block); bfloat16 / float16 products are slower on this CPU (no AVX-512)
+and would not be exact.
 """
 
 from __future__ import annotations
