@@ -26,8 +26,10 @@ SCHEDULER = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_
              "beta_start": 1e-4, "beta_end": 0.02, "prediction_type": "epsilon", "clip_sample": True}
 
 
-def _write_checkpoint(path, config=CONFIG, scheduler=SCHEDULER, seed=0):
-    """A save_pretrained-style directory from a random NNX port, in diffusers' names and layouts."""
+def _write_checkpoint(path, config=CONFIG, scheduler=SCHEDULER, seed=0, dtype=np.float32,
+                      variant=None):
+    """A save_pretrained-style directory from a random NNX port, in diffusers' names and layouts
+    (tensors stored as ``dtype``; ``variant``: ``diffusion_pytorch_model.VARIANT.safetensors``)."""
     model = UNet2DModel(UNetConfig.from_dict(config), rngs=nnx.Rngs(seed))
     tensors = {}
     for p, v in nnx.to_flat_state(nnx.state(model)):
@@ -35,9 +37,11 @@ def _write_checkpoint(path, config=CONFIG, scheduler=SCHEDULER, seed=0):
         leaf = str(p[-1])
         if leaf == "kernel":
             arr = arr.transpose(3, 2, 0, 1) if arr.ndim == 4 else arr.T
-        tensors[mjd._torch_name(p)] = np.ascontiguousarray(arr)
+        tensors[mjd._torch_name(p)] = np.ascontiguousarray(arr.astype(dtype))
     path.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path / mjd.WEIGHTS_NAME))
+    name = mjd.WEIGHTS_NAME if variant is None else mjd.WEIGHTS_NAME.replace(
+        ".safetensors", f".{variant}.safetensors")
+    save_file(tensors, str(path / name))
     (path / "config.json").write_text(json.dumps(config))
     if scheduler is not None:
         (path / "scheduler").mkdir(exist_ok=True)
@@ -54,6 +58,29 @@ def test_loads_a_checkpoint_and_its_score(tmp_path):
     np.testing.assert_allclose(np.asarray(jax.jit(pre.score_fn)(x, t)),
                                np.asarray(-eps / pre.schedule.sigma(t)), rtol=1e-5, atol=1e-5)
     assert pre.prediction_type == "epsilon" and pre.config["block_out_channels"] == [8, 16]
+
+
+def test_half_precision_variants_load_exactly(tmp_path):
+    """``save_pretrained(variant="fp16")`` files and bfloat16 tensors: every parameter is the
+    stored half-precision value widened exactly; chosen by variant or by the file's path."""
+    import ml_dtypes
+
+    model = _write_checkpoint(tmp_path, dtype=np.float16, variant="fp16")
+    _write_checkpoint(tmp_path, dtype=ml_dtypes.bfloat16, variant="bf16")
+    with pytest.raises(ValueError, match=r"variants here: \['bf16', 'fp16'\]"):
+        mjd.load_pretrained(str(tmp_path))                   # no full-precision file
+    with pytest.raises(ValueError, match="variant: no diffusion_pytorch_model.int8"):
+        mjd.load_pretrained(str(tmp_path), variant="int8")
+    by_variant = mjd.load_pretrained(str(tmp_path), variant="fp16")
+    by_file = mjd.load_pretrained(str(tmp_path / "diffusion_pytorch_model.bf16.safetensors"))
+    want = nnx.to_flat_state(nnx.state(model))
+    for loaded, half in ((by_variant, np.float16), (by_file, ml_dtypes.bfloat16)):
+        got = dict(nnx.to_flat_state(nnx.state(loaded.model)))
+        for p, v in want:
+            w = np.asarray(v.get_value())
+            np.testing.assert_array_equal(np.asarray(got[p].get_value()),
+                                          w.astype(half).astype(np.float32), err_msg=str(p))
+    assert by_variant.config == by_file.config == CONFIG
 
 
 def test_scheduler_locations(tmp_path):

@@ -194,23 +194,55 @@ def score_from_model(model: UNet2DModel, schedule: VPSchedule, label_fn: Callabl
     return score_fn
 
 
+def _weights_file(path: str, variant: str | None) -> str:
+    """``path/diffusion_pytorch_model[.variant].safetensors``; a ``ValueError`` that names the
+    variants present when it is missing."""
+    name = WEIGHTS_NAME if variant is None else WEIGHTS_NAME.replace(".safetensors",
+                                                                      f".{variant}.safetensors")
+    file = os.path.join(path, name)
+    if os.path.isfile(file):
+        return file
+    stem = WEIGHTS_NAME[:-len(".safetensors")]
+    found = sorted(f[len(stem) + 1:-len(".safetensors")] for f in os.listdir(path)
+                   if f.startswith(stem + ".") and f.endswith(".safetensors")
+                   and f != WEIGHTS_NAME and "-of-" not in f)
+    hint = (f"; variants here: {found} (pass variant=..., or the file's path)" if found else
+            " (sharded or .bin checkpoints: re-save once with save_pretrained(..., "
+            "safe_serialization=True))")
+    raise ValueError(f"{'path' if variant is None else 'variant'}: no {name} in {path}{hint}")
+
+
 def load_pretrained(path: str, *, scheduler_path: str | None = None, dtype=jnp.float32,
-                    time_convention: str = "discrete") -> Pretrained:
+                    time_convention: str = "discrete", variant: str | None = None) -> Pretrained:
     """Loads a diffusers ``UNet2DModel`` ``save_pretrained`` directory (no torch needed).
+
+    Weights stored in float16 or bfloat16 (``save_pretrained(..., variant="fp16")``, or a
+    ``torch_dtype`` checkpoint) are widened exactly to ``dtype``.
 
     Args:
       path: the directory with ``config.json`` and ``diffusion_pytorch_model.safetensors``
-        (a pipeline's ``unet/`` folder, or a pipeline folder whose ``unet/`` holds them).
+        (a pipeline's ``unet/`` folder, or a pipeline folder whose ``unet/`` holds them), or
+        the path of that weights file itself (any ``.safetensors`` name, e.g. a variant's).
       scheduler_path: the ``scheduler_config.json`` (or its directory); default
         ``path/scheduler/scheduler_config.json`` or ``path/scheduler_config.json`` (also looked
         up one level above a pipeline's ``unet/``).
       dtype: parameter and compute dtype of the port.
       time_convention: ``"discrete"`` (exact table) or ``"linear"`` (paper 000's continuous SDE
         with label ``999 t``); see :mod:`memjax.schedules`.
+      variant: the weights of ``save_pretrained(..., variant=VARIANT)``:
+        ``diffusion_pytorch_model.VARIANT.safetensors`` (e.g. ``"fp16"``).
 
     Returns:
       :class:`Pretrained`; ``score_fn`` takes one ``[H, W, C]`` example.
     """
+    file = None
+    if isinstance(path, (str, os.PathLike)) and str(path).endswith(".safetensors"):
+        if variant is not None:
+            raise ValueError(f"variant: give either a weights file or a variant, got {path!r} "
+                             f"and {variant!r}")
+        if not os.path.isfile(path):
+            raise ValueError(f"path: no weights file at {path!r}")
+        file, path = os.fspath(path), os.path.dirname(os.path.abspath(path))
     if isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(path, "unet", "config.json")):
         scheduler_path = scheduler_path or path
         path = os.path.join(path, "unet")
@@ -227,10 +259,7 @@ def load_pretrained(path: str, *, scheduler_path: str | None = None, dtype=jnp.f
         raise ValueError(f"scheduler_config.json: prediction_type: expected one of {PREDICTION_TYPES}, got "
                          f"{prediction_type!r}")
     schedule, label_fn = schedule_from_config(sched_config, time_convention)
-    file = os.path.join(path, WEIGHTS_NAME)
-    if not os.path.isfile(file):
-        raise ValueError(f"path: no {WEIGHTS_NAME} in {path} (sharded or .bin checkpoints: re-save "
-                         f"once with save_pretrained(..., safe_serialization=True))")
+    file = file or _weights_file(path, variant)
     abstract = nnx.eval_shape(lambda: UNet2DModel(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
     model = load_weights(abstract, file, dtype)
     score_fn = score_from_model(model, schedule, label_fn, prediction_type)

@@ -6,6 +6,8 @@ Model sources (:func:`load_model_source`)::
     "package.module:function"        ``function() -> (score_fn, sde)`` (any JAX model)
     "diffusers:PATH"                 a pretrained diffusers UNet through
                                      ``memjax.interop.diffusers.load_pretrained(PATH)``
+                                     (a folder, or its weights file: e.g. a variant's
+                                     ``diffusion_pytorch_model.fp16.safetensors``)
 
 A memjax workdir brings the split it was trained on (``data_split.npz``); any other model
 takes its trained / held-out images from the job's data section ``data`` (:func:`load_target`:
