@@ -161,9 +161,12 @@ def _stage_path(stage) -> epath.Path:
 
 
 def lookup(stage, key: Any) -> dict[str, np.ndarray] | None:
-    """The arrays of ``stage`` when they were stored under ``key``, else None (no computing)."""
+    """The arrays of ``stage`` when they were stored under ``key``, else None (no computing).
+
+    Like :func:`cached`, every process of a multi-process job gets process 0's answer (callers
+    decide from it which stages to compute)."""
     old = _read_stage(_stage_path(stage))
-    if old is not None and str(old.get(KEY_FIELD, "")) == fingerprint(key):
+    if _agreed(old is not None and str(old.get(KEY_FIELD, "")) == fingerprint(key)):
         return {n: v for n, v in old.items() if n != KEY_FIELD}
     return None
 

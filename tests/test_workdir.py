@@ -91,6 +91,25 @@ def test_only_process_zero_writes(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("process0_has_it", [False, True])
+def test_lookup_gives_process_zeros_answer_on_every_process(tmp_path, monkeypatch, process0_has_it):
+    """``lookup`` decides which stages a job computes: each process follows process 0's answer
+    (here process 1's view: it has the stage exactly when process 0 does not)."""
+    from jax.experimental import multihost_utils
+
+    if not process0_has_it:
+        wd.save_npz(tmp_path / "st.npz", **{wd.KEY_FIELD: np.asarray(wd.fingerprint("k"))},
+                    x=np.ones(2))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "broadcast_one_to_all",
+                        lambda x: np.asarray(process0_has_it))
+    if process0_has_it:
+        with pytest.raises(RuntimeError, match="every process must see the same workdir"):
+            wd.lookup(tmp_path / "st", "k")
+    else:
+        assert wd.lookup(tmp_path / "st", "k") is None
+
+
 def test_url_workdir_round_trip(fake_gs):
     root = f"{fake_gs}/run"
     wd.save_json(f"{root}/a.json", {"x": 1})
