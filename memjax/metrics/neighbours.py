@@ -27,7 +27,7 @@ Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads e
 faiss's whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 %
 of the CPU's FMA peak. XLA's dot matches it only in its best shapes (0.93-1.04x faiss for
 4,000-query x 1,000-reference blocks), and the candidate selection (>= 0.07x) and exact
-re-scoring (>= 0.03x) come on top: 1.28-1.38x faiss as shipped, 0.86x on one thread. Handing
+re-scoring (>= 0.03x) come on top: 1.23-1.38x faiss as shipped, 0.86x on one thread. Handing
 the matmul to the host's BLAS through :func:`jax.pure_callback` was measured and not kept (the
 callback copies its inputs and output: 0.71-0.77 s against 0.58-0.60 s for the bare NumPy call
 on one 4,000 x 2,000 block); bfloat16 / float16 products are slower on this CPU (no AVX-512)
