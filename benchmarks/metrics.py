@@ -6,6 +6,8 @@ scikit-learn and openTSNE.
         intra_op_parallelism_threads=1" python benchmarks/metrics.py knn ...   # one thread each
     python benchmarks/metrics.py tsne [--sizes 2000 5000]
 
+On CPU memjax's default is the host search (NumPy's BLAS + a certificate); ``method='xla'``
+rows time the jitted kernel that runs under ``jax.jit`` and on accelerators.
 Timings are interleaved in one process (memjax, faiss, memjax, faiss, ...) so that the ratio is
 robust to the load of a shared machine; the minimum over repeats is reported, compilation
 excluded (one warm-up call). Prints Markdown table rows.
@@ -93,11 +95,13 @@ def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: 
 
     runners = {}
     qd, rd = jax.device_put(queries), jax.device_put(refs)
-    for bs in block_sizes:
-        def run_ours(bs=bs):
-            v, i = nearest_neighbours(qd, rd, k=k, block_size=bs)
-            return jax.block_until_ready((v, i))
-        runners["memjax" + ("" if bs is None else f" (block {bs})")] = run_ours
+    for method in ("host", "xla"):
+        for bs in block_sizes:
+            def run_ours(bs=bs, method=method):
+                v, i = nearest_neighbours(qd, rd, k=k, block_size=bs, method=method)
+                return jax.block_until_ready((v, i))
+            label = ("memjax (default: host)" if method == "host" else "memjax method='xla'")
+            runners[label + ("" if bs is None else f" (block {bs})")] = run_ours
     if eigen:
         eig = _eigen_knn(k)
         runners["memjax (Eigen dot, per-jit compiler_options)"] = (

@@ -36,11 +36,12 @@ def random_with_ties(seed=0, m=37, n=211, d=24):
     return queries, refs
 
 
+@pytest.mark.parametrize("method", ["host", "xla"])
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 @pytest.mark.parametrize("k", [1, 4, 13])
-def test_nearest_neighbours_random_equals_brute_force(metric, k):
+def test_nearest_neighbours_random_equals_brute_force(metric, k, method):
     q, r = random_with_ties()
-    vals, idx = nearest_neighbours(q, r, k=k, metric=metric, block_size=160)
+    vals, idx = nearest_neighbours(q, r, k=k, metric=metric, block_size=160, method=method)
     rv, ri = brute_force(q, r, k, metric)
     np.testing.assert_array_equal(np.asarray(idx), ri)
     np.testing.assert_allclose(np.asarray(vals), rv, rtol=2e-6, atol=2e-6)
@@ -50,42 +51,45 @@ def test_nearest_neighbours_random_equals_brute_force(metric, k):
         assert np.asarray(idx)[2, 0] == 60
 
 
+@pytest.mark.parametrize("method", ["host", "xla"])
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
-def test_nearest_neighbours_digits_equals_brute_force(metric):
+def test_nearest_neighbours_digits_equals_brute_force(metric, method):
     x = load_digits()
     # all 1,797 digits, then duplicates and doubled copies (exact ties for both metrics; the
     # integer pixels also give many exact L2 ties between distinct digits)
     refs = np.concatenate([x, x[::40], 2 * x[::45]])
     q = x[::6]                           # 300 queries, all also in the reference set
     k = 6
-    vals, idx = nearest_neighbours(q, refs, k=k, metric=metric, block_size=500)
+    vals, idx = nearest_neighbours(q, refs, k=k, metric=metric, block_size=500, method=method)
     rv, ri = brute_force(q, refs, k + 1, metric)
     assert np.sum(rv[:, 1:] == rv[:, :-1]) > 20          # the test exercises ties
     np.testing.assert_array_equal(np.asarray(idx), ri[:, :k])
     np.testing.assert_allclose(np.asarray(vals), rv[:, :k], rtol=1e-6, atol=1e-6)
 
 
-def test_nearest_neighbours_block_sizes_agree():
+@pytest.mark.parametrize("method", ["host", "xla"])
+def test_nearest_neighbours_block_sizes_agree(method):
     q, r = random_with_ties(seed=1)
-    ref = nearest_neighbours(q, r, k=3)
+    ref = nearest_neighbours(q, r, k=3, method=method)
     # block 1: plain top_k; 7: not a multiple of the group size; 256: grouped top_k
     for kwargs in ({"block_size": 1}, {"block_size": 7, "query_block_size": 5},
                    {"block_size": 256}, {"block_size": 48, "num_candidates": 3},
                    {"block_size": 1000, "num_candidates": 3}):
-        out = nearest_neighbours(q, r, k=3, **kwargs)
+        out = nearest_neighbours(q, r, k=3, method=method, **kwargs)
         np.testing.assert_array_equal(np.asarray(out[1]), np.asarray(ref[1]))
         np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(ref[0]))
 
 
+@pytest.mark.parametrize("method", ["host", "xla"])
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
-def test_nearest_neighbours_blocking_edge_cases_equal_brute_force(metric):
+def test_nearest_neighbours_blocking_edge_cases_equal_brute_force(metric, method):
     """Ragged last blocks (211 references in blocks of 16 after balancing, 37 queries in chunks
     of 7 / 36), k larger than a reference block (and than the candidates kept per block)."""
     q, r = random_with_ties(seed=2)
     rv, ri = brute_force(q, r, 13, metric)
     for kwargs in ({"block_size": 5, "query_block_size": 7},
                    {"block_size": 2, "query_block_size": 36, "num_candidates": 20}):
-        vals, idx = nearest_neighbours(q, r, k=13, metric=metric, **kwargs)
+        vals, idx = nearest_neighbours(q, r, k=13, metric=metric, method=method, **kwargs)
         np.testing.assert_array_equal(np.asarray(idx), ri, err_msg=str(kwargs))
         np.testing.assert_allclose(np.asarray(vals), rv, rtol=2e-6, atol=2e-6)
 
@@ -137,6 +141,12 @@ def test_nearest_neighbours_rejects_bad_input():
         nearest_neighbours(q, r, block_size=0)
     with pytest.raises(ValueError, match="refs"):
         nearest_neighbours(q, np.full_like(r, np.nan))
+    with pytest.raises(ValueError, match="refs"):
+        nearest_neighbours(q, np.full_like(r, np.nan), method="xla")
+    with pytest.raises(ValueError, match="method"):
+        nearest_neighbours(q, r, method="faiss")
+    with pytest.raises(ValueError, match="method: 'host'.*traced"):
+        jax.jit(lambda a, b: nearest_neighbours(a, b, method="host"))(q, r)
 
 
 # -- normalized L2 ---------------------------------------------------------------------------------

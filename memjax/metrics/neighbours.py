@@ -23,15 +23,22 @@ Queries are split over the devices of a mesh (``jax.shard_map`` over the axis ``
 references replicated); each device walks its queries in chunks of ``query_block_size`` with
 ``lax.map`` and the reference blocks with ``lax.scan``. Results are identical on 1 and 8 devices.
 
-Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads each, idle):
-faiss's whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 %
-of the CPU's FMA peak. XLA's dot matches it only in its best shapes (0.93-1.04x faiss for
-4,000-query x 1,000-reference blocks), and the candidate selection (>= 0.07x) and exact
-re-scoring (>= 0.03x) come on top: 1.23-1.38x faiss as shipped, 0.86x on one thread. Handing
-the matmul to the host's BLAS through :func:`jax.pure_callback` was measured and not kept (the
-callback copies its inputs and output: 0.71-0.77 s against 0.58-0.60 s for the bare NumPy call
-on one 4,000 x 2,000 block); bfloat16 / float16 products are slower on this CPU (no AVX-512)
-and would not be exact.
+Two implementations, one answer. With concrete inputs on CPU in one process (``method=None``
+picks it; ``method="host"`` insists), the search runs on the host
+(:mod:`memjax.metrics.neighbours_host`): NumPy's BLAS computes the products and a rounding-error
+bound *certifies* the candidates, so the result equals a float64 brute force for any data (no
+``num_candidates`` assumption), distances re-scored in float64. Under ``jax.jit`` / ``vmap``, on
+GPU / TPU, or on a mesh of several processes, the jitted XLA kernel above runs
+(``method="xla"``). Both break ties by the lowest reference index, so they return the same
+neighbours; their distances agree to float32 rounding.
+
+Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads, idle): faiss's
+whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 % of the
+CPU's FMA peak. The host path runs the same sgemm in [4,096, 1,024] blocks (~0.9x faiss for the
+products alone) and adds the selection, the certificate and the float64 re-scoring: ~1.0-1.1x
+faiss. The XLA kernel's dot matches faiss only in its best shapes (0.93-1.04x for 4,000-query x
+1,000-reference blocks), and its selection (>= 0.07x) and re-scoring (>= 0.03x) come on top:
+1.23-1.38x. bfloat16 / float16 products are slower on this CPU (no AVX-512) and not exact.
 """
 
 from __future__ import annotations
@@ -46,10 +53,12 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
 from memjax import _checks, parallel
+from memjax.metrics.neighbours_host import host_knn
 
-__all__ = ["METRICS", "nearest_neighbours"]
+__all__ = ["METHODS", "METRICS", "nearest_neighbours"]
 
 METRICS = ("l2", "cosine")
+METHODS = ("host", "xla")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -73,6 +82,45 @@ def _check_pair(queries, refs, qname="queries", rname="refs"):
     dtype = jnp.promote_types(q.dtype, r.dtype)
     return q.astype(dtype), r.astype(dtype)
 
+
+
+def _host_rows(name: str, x: Any) -> np.ndarray:
+    """``[n, ...]`` -> C-contiguous ``[n, D]`` NumPy array (no device round trip for NumPy input)."""
+    kind = getattr(getattr(x, "dtype", None), "kind", "")
+    if not isinstance(x, np.ndarray) or kind not in "fiub" or x.ndim < 2 or x.shape[0] < 1:
+        return np.ascontiguousarray(np.asarray(_as_rows(name, x)))  # jnp's checks and messages
+    dtype = jax.dtypes.canonicalize_dtype(np.promote_types(x.dtype, np.float32))
+    arr = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: expected finite values, found NaN or infinity")
+    return arr
+
+
+def _host_pair(queries, refs) -> tuple[np.ndarray, np.ndarray]:
+    q, r = _host_rows("queries", queries), _host_rows("refs", refs)
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"refs: expected {q.shape[1]} features per example (as queries), got "
+                         f"{r.shape[1]} (shapes {tuple(np.shape(queries))} and "
+                         f"{tuple(np.shape(refs))})")
+    dtype = np.promote_types(q.dtype, r.dtype)
+    return q.astype(dtype, copy=False), r.astype(dtype, copy=False)
+
+
+def _host_blocker(queries: Any, refs: Any, mesh: Mesh) -> str | None:
+    """Why the host search cannot run on these inputs (``None`` when it can)."""
+    for name, x in (("queries", queries), ("refs", refs)):
+        if isinstance(x, jax.core.Tracer):
+            return f"{name} is traced (inside jax.jit, vmap or grad)"
+        if isinstance(x, jax.Array):
+            platforms = sorted({d.platform for d in x.devices()})
+            if platforms != ["cpu"]:
+                return f"{name} lives on {'/'.join(platforms)}"
+    if mesh.is_multi_process:
+        return "the mesh spans several processes"
+    platforms = sorted({d.platform for d in mesh.devices.flat})
+    if platforms != ["cpu"]:
+        return f"the mesh's devices are {'/'.join(platforms)}"
+    return None
 
 
 # -- exact blocked k-nearest neighbours ------------------------------------------------------------
@@ -185,7 +233,7 @@ def _knn(queries, refs, *, k, c, metric, block, qblock, mesh):
 def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ..."], k: int = 1,
                        metric: str = "l2", block_size: int | None = None, *,
                        query_block_size: int | None = None, num_candidates: int | None = None,
-                       mesh: Mesh | None = None, gather: bool = True
+                       mesh: Mesh | None = None, gather: bool = True, method: str | None = None
                        ) -> tuple[Float[Array, "m k"], Int[Array, "m k"]]:
     r"""The exact ``k`` nearest references of every query.
 
@@ -195,33 +243,62 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
       k: neighbours per query, ``1 <= k <= n``.
       metric: ``"l2"``: Euclidean distance ``||a - b||_2``, ascending; ``"cosine"``:
         ``a.b / (||a|| ||b||)``, descending (a zero vector has similarity 0 to everything).
-      block_size: at most this many references per block (default 2048; blocks are balanced
-        and rounded up to a multiple of 16); memory is ``O(query_block_size * block_size)``
-        per device.
+      block_size: at most this many references per block (default 2048 for XLA, 1024 on the
+        host; XLA's blocks are balanced and rounded up to a multiple of 16); memory is
+        ``O(query_block_size * block_size)`` per device.
       query_block_size: at most this many queries per device per step (default 4096).
-      num_candidates: best matmul-form matches kept for exact re-scoring (default
-        ``min(n, k + 8)``); see the module docstring.
+      num_candidates: XLA only: best matmul-form matches kept for exact re-scoring (default
+        ``min(n, k + 8)``); see the module docstring. The host search certifies its own.
       mesh: the device mesh queries are split over (default: all devices, of every process).
         In a multi-process job every process passes the same ``queries`` and ``refs``.
       gather: when ``mesh`` spans several processes, return the whole result on every process
         (``process_allgather``); ``False`` keeps the global arrays on the mesh.
+      method: ``"host"`` (NumPy + BLAS, certified exact; concrete CPU inputs in one process),
+        ``"xla"`` (the jitted kernel; traceable, any device), or ``None``: the host whenever it
+        can run (module docstring).
 
     Returns:
       ``(values [m, k], indices [m, k])``: true distances (not squared) or similarities, best
       first; ties by lowest reference index (NumPy's stable ``argsort``). ``int32`` indices.
     """
-    q, r = _check_pair(queries, refs)
+    _check_options(metric, k, block_size, query_block_size, num_candidates, method)
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    blocker = None if method == "xla" else _host_blocker(queries, refs, mesh)
+    if method == "host" and blocker is not None:
+        raise ValueError(f"method: 'host' needs concrete CPU inputs in one process, but "
+                         f"{blocker}; use method='xla' or None")
+    if method == "xla" or blocker is not None:
+        return _xla_search(queries, refs, k, metric, block_size, query_block_size,
+                           num_candidates, mesh, gather)
+    q, r = _host_pair(queries, refs)
+    _check_k(k, r.shape[0], num_candidates)
+    vals, idx = host_knn(q, r, int(k), metric, 1024 if block_size is None else int(block_size),
+                         4096 if query_block_size is None else int(query_block_size))
+    return jnp.asarray(vals), jnp.asarray(idx)
+
+
+def _check_options(metric, k, block_size, query_block_size, num_candidates, method) -> None:
     _checks.check_choice("metric", metric, METRICS)
     _checks.check_positive_int("k", k)
     _checks.check_positive_int("block_size", block_size, allow_none=True)
     _checks.check_positive_int("query_block_size", query_block_size, allow_none=True)
     _checks.check_positive_int("num_candidates", num_candidates, allow_none=True)
-    m, n = q.shape[0], r.shape[0]
+    _checks.check_choice("method", method, (None,) + METHODS)
+
+
+def _check_k(k: int, n: int, num_candidates: int | None) -> None:
     if k > n:
         raise ValueError(f"k: expected at most the number of references ({n}), got {k}")
     if num_candidates is not None and num_candidates < k:
         raise ValueError(f"num_candidates: expected at least k = {k}, got {num_candidates}")
-    mesh = parallel.data_mesh() if mesh is None else mesh
+
+
+def _xla_search(queries, refs, k, metric, block_size, query_block_size, num_candidates, mesh,
+                gather):
+    """The jitted kernel :func:`_knn`: blocks, padding and the multi-process hand-over."""
+    q, r = _check_pair(queries, refs)
+    m, n = q.shape[0], r.shape[0]
+    _check_k(k, n, num_candidates)
     ndev = mesh.devices.size
     c = min(n, k + 8 if num_candidates is None else num_candidates)
     block = _balanced(n, 2048 if block_size is None else block_size)
