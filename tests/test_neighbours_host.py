@@ -44,13 +44,15 @@ def _near_ties(seed=0, m=40, n=300, d=512):
     return queries, refs
 
 
+@pytest.mark.parametrize("method", ["host", "xla"])
 @pytest.mark.parametrize("k", [1, 3, 7])
-def test_certified_result_equals_float64_where_float32_products_rank_wrongly(k):
+def test_certified_result_equals_float64_where_float32_products_rank_wrongly(k, method):
+    """The host search certifies its candidates; the XLA kernel centres the data first."""
     q, r = _near_ties()
     rv, ri = brute_force(q, r, k, "l2")
     fast = (q @ r.T - 0.5 * (r * r).sum(1)[None, :]).astype(np.float32)    # float32 products
     assert np.mean(np.argmax(fast, axis=1) != ri[:, 0]) > 0.5              # mostly wrong
-    vals, idx = nearest_neighbours(q, r, k=k, block_size=64, query_block_size=16, method="host")
+    vals, idx = nearest_neighbours(q, r, k=k, block_size=64, query_block_size=16, method=method)
     np.testing.assert_array_equal(np.asarray(idx), ri)
     np.testing.assert_allclose(np.asarray(vals), rv, rtol=1e-6)
     assert list(np.asarray(idx)[0, :min(k, 4)]) == [10, 50, 51, 52][:min(k, 4)]
@@ -100,3 +102,32 @@ def test_numpy_and_jax_inputs_and_dtypes():
         assert vals.dtype == np.float32 and idx.dtype == np.int32
         np.testing.assert_array_equal(np.asarray(idx), ri)
         np.testing.assert_allclose(np.asarray(vals), rv, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")      # the child uses NumPy only
+def test_forked_child_gets_its_own_threads():
+    """The re-scoring's thread pool is per process: a child forked after the parent used it
+    (a DataLoader worker, multiprocessing) gets a fresh pool instead of waiting forever on the
+    parent's threads, which a fork does not copy."""
+    import os
+    import pickle
+    import signal
+
+    rng = np.random.default_rng(6)
+    q = rng.normal(size=(600, 16)).astype(np.float32)  # >= 512 pairs: two threads re-score
+    r = rng.normal(size=(300, 16)).astype(np.float32)
+    expected = host.host_knn(q, r, 2, "l2", 128, 256)
+    assert host._pool is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                        # the child: NumPy only, then leave
+        signal.alarm(60)
+        os.write(write, pickle.dumps(host.host_knn(q, r, 2, "l2", 128, 256)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        got = pickle.loads(f.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])

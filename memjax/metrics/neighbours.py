@@ -2,8 +2,11 @@ r"""Exact k-nearest neighbours, blocked and sharded: the search every memorizati
 
 :func:`nearest_neighbours` is exact and memory-bounded:
 
+The jitted XLA kernel (``method="xla"``; the host search is described below):
+
 1. *Candidates.* References are visited in blocks of ``block_size`` rows. For each block the
-   matmul form ``||b||^2 - 2 a.b`` (``||a||^2`` is constant per query and dropped) or the
+   matmul form ``||b||^2 - 2 a.b`` (``||a||^2`` is constant per query and dropped; for l2 both
+   sides are first centred on the references' mean, which leaves distances unchanged) or the
    normalised dot product (cosine) scores every pair; ``lax.top_k`` keeps the best
    ``num_candidates`` (default ``k + 8``) and merges them with the running best set. Memory is
    ``O(query_block_size * block_size)`` whatever ``n`` is.
@@ -16,8 +19,10 @@ break like NumPy's stable ``argsort``: the lowest reference index first. The res
 float64 NumPy brute force exactly whenever the float32 values of distinct candidates are ordered
 as their float64 values (always for data on a grid such as 8-bit images, and for the digits),
 provided the true top-``k`` lies within the ``num_candidates`` best by the matmul form -- the
-matmul error is ``~1e-7 (||a||^2 + ||b||^2)``, so raise ``num_candidates`` only for thousands of
-near-exact ties.
+matmul error is ``~1e-7 (||a - c||^2 + ||b - c||^2)`` around the centre ``c``, so raise
+``num_candidates`` only for thousands of near-exact ties. (A 20,000-point, k = 91 search on
+64-d Gaussian data misordered 28 rows' pairs whose distances agree to 7 digits; the host search
+orders them as float64 does.)
 
 Queries are split over the devices of a mesh (``jax.shard_map`` over the axis ``"data"``,
 references replicated); each device walks its queries in chunks of ``query_block_size`` with
@@ -151,21 +156,23 @@ def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
     """Per-device work: queries ``[mq, D]`` (``mq`` a multiple of ``qblock``) against all refs."""
     d = refs.shape[1]
     nb = refs.shape[0] // block
-    rnorm2 = jnp.sum(refs * refs, axis=1)
-    rnorm = jnp.sqrt(rnorm2)
+    rnorm = jnp.sqrt(jnp.sum(refs * refs, axis=1))
+    # l2 is translation invariant: centring on the references' mean (padding rows are zero)
+    # makes the matmul form's cancellation error scale with the spread, not the offset
+    centre = jnp.sum(refs, axis=0) / n if metric == "l2" else jnp.zeros((d,), refs.dtype)
     if metric == "l2":
-        rcand = refs
+        rcand = refs - centre
     else:
         rcand = refs / jnp.where(rnorm > 0, rnorm, 1.0)[:, None]
     rblocks = rcand.reshape(nb, block, d)
-    sqblocks = rnorm2.reshape(nb, block)
+    sqblocks = jnp.sum(rcand * rcand, axis=1).reshape(nb, block)
     starts = jnp.arange(nb, dtype=jnp.int32) * block
     cb = min(c, block)
     group = _GROUP if block % _GROUP == 0 and block // _GROUP >= cb else 1
 
     def one_chunk(qc):                                        # [qblock, D]
         qn = jnp.sqrt(jnp.sum(qc * qc, axis=1))
-        qcand = qc if metric == "l2" else qc / jnp.where(qn > 0, qn, 1.0)[:, None]
+        qcand = qc - centre if metric == "l2" else qc / jnp.where(qn > 0, qn, 1.0)[:, None]
 
         def step(carry, inp):
             vals, idx = carry                                 # larger score = better

@@ -52,7 +52,8 @@ __all__ = ["host_knn"]
 
 _ARGMAX_MAX_KEEP = 4          # keep <= this many per block by repeated argmax, else argpartition
 _THREADS = max(1, min(8, os.cpu_count() or 1))
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None      # (owner pid, pool): fork-safe
+_CANDIDATE_BYTES = 1 << 28    # per query chunk: [rows, blocks, k + 1] kept values and indices
 
 
 def _in_parts(fn: Callable[[slice], object], total: int, least: int = 256) -> list:
@@ -62,10 +63,10 @@ def _in_parts(fn: Callable[[slice], object], total: int, least: int = 256) -> li
     parts = max(1, min(_THREADS, total // least))
     if parts == 1:
         return [fn(slice(0, total))]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="memjax-knn")
+    if _pool is None or _pool[0] != os.getpid():    # a forked child has no pool threads
+        _pool = (os.getpid(), ThreadPoolExecutor(_THREADS, thread_name_prefix="memjax-knn"))
     edges = [total * i // parts for i in range(parts + 1)]
-    jobs = [_pool.submit(fn, slice(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+    jobs = [_pool[1].submit(fn, slice(a, b)) for a, b in zip(edges[:-1], edges[1:])]
     return [job.result() for job in jobs]
 
 
@@ -218,7 +219,9 @@ def host_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str, block: int, qblo
       similarities descending; ties by lowest reference index.
     """
     m, n = q.shape[0], r.shape[0]
-    block, qblock = _balanced(n, block), _balanced(m, qblock)
+    block = _balanced(n, block)
+    per_query = -(-n // block) * (k + 1) * 24          # float32 + int64 kept, float64 copies
+    qblock = _balanced(m, max(1, min(qblock, _CANDIDATE_BYTES // per_query)))
     offset, scale, bound = _prepare(q, r, metric)
     pq, pr = _candidates(q, r, offset, scale, bound, k, block, qblock)
     value = _exact(q, r, pq, pr, metric)
