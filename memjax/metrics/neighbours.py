@@ -39,11 +39,12 @@ neighbours; their distances agree to float32 rounding.
 
 Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads, idle): faiss's
 whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 % of the
-CPU's FMA peak. The host path runs the same sgemm in [4,096, 1,024] blocks (~0.9x faiss for the
-products alone) and adds the selection, the certificate and the float64 re-scoring: ~1.0-1.1x
-faiss. The XLA kernel's dot matches faiss only in its best shapes (0.93-1.04x for 4,000-query x
-1,000-reference blocks), and its selection (>= 0.07x) and re-scoring (>= 0.03x) come on top:
-1.23-1.38x. bfloat16 / float16 products are slower on this CPU (no AVX-512) and not exact.
+CPU's FMA peak. The host search runs the same sgemm in [4,096, 1,024] blocks (0.91-0.97x faiss for
+the products alone) and adds the selection, the certificate and the float64 re-scoring:
+1.03-1.18x faiss at 4,000^2, 1.09-1.10x at 10,000^2, 1.19x at 50,000^2 x 512. The XLA kernel's
+dot matches faiss only in its best shapes, and its selection, re-scoring and centring come on
+top: 1.4-1.6x on CPU. bfloat16 / float16 products are slower on this CPU (no AVX-512) and not
+exact.
 """
 
 from __future__ import annotations
