@@ -131,3 +131,44 @@ def test_forked_child_gets_its_own_threads():
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     np.testing.assert_array_equal(got[1], expected[1])
     np.testing.assert_array_equal(got[0], expected[0])
+
+
+def _random_case(rng):
+    """A random shape, k, metric, blocking and kind of data (ties, offsets, grids, zeros)."""
+    m, n, d = int(rng.integers(1, 60)), int(rng.integers(1, 150)), int(rng.integers(1, 40))
+    kind = rng.choice(["gauss", "grid", "offset", "duplicates"])
+    if kind == "grid":
+        x = rng.integers(-2, 3, size=(m + n, d)).astype(np.float32)
+    elif kind == "offset":
+        x = (50.0 + 1e-3 * rng.normal(size=(m + n, d))).astype(np.float32)
+    else:
+        x = rng.normal(size=(m + n, d)).astype(np.float32)
+    q, r = x[:m], x[m:]
+    if kind == "duplicates" and n > 3:
+        r[rng.integers(0, n, size=n // 3)] = r[0]
+        q[: m // 2] = r[0]
+    r[rng.random(n) < 0.05] = 0.0
+    k = int(rng.integers(1, n + 1))
+    metric = str(rng.choice(["l2", "cosine"]))
+    return q, r, k, metric, int(rng.integers(1, 40)), int(rng.integers(1, 30))
+
+
+def test_random_cases_equal_float64():
+    """40 random cases: the host search always equals a float64 brute force (the cosine
+    reference gives zero vectors similarity 0, as memjax does)."""
+    rng = np.random.default_rng(7)
+    for case in range(40):
+        q, r, k, metric, block, qblock = _random_case(rng)
+        q64, r64 = q.astype(np.float64), r.astype(np.float64)
+        if metric == "l2":
+            key = ((q64[:, None, :] - r64[None]) ** 2).sum(-1)
+        else:        # -cos |cos|: exact ties of the small-integer grids stay exact in float64
+            dot = q64 @ r64.T
+            den = (q64 * q64).sum(1)[:, None] * (r64 * r64).sum(1)[None, :]
+            key = -np.divide(dot * np.abs(dot), den, out=np.zeros(den.shape), where=den > 0)
+        want = np.argsort(key, axis=1, kind="stable")[:, :k]
+        vals, idx = host.host_knn(q, r, k, metric, block, qblock)
+        np.testing.assert_array_equal(idx, want, err_msg=f"case {case}: {metric}, k={k}")
+        v = vals.astype(np.float64)
+        got = v ** 2 if metric == "l2" else -v * np.abs(v)
+        np.testing.assert_allclose(got, np.take_along_axis(key, want, 1), rtol=1e-6, atol=1e-6)

@@ -32,7 +32,8 @@ reference has a computed score ``>= t - 2E``. Each block keeps its ``k + 1`` bes
 scores; a block whose ``(k + 1)``-th kept score still clears ``t - 2E`` may hide more
 candidates, and its scores are computed again for that query (rare: a near-tie inside one
 block). Every candidate is then re-scored in float64 (float32 inputs are exact there, and so is
-``a - b``), ``||a - b||^2`` or ``a.b / (||a|| ||b||)``, and sorted by (value, index).
+``a - b``), ``||a - b||^2`` or ``cos |cos| = a.b |a.b| / (||a||^2 ||b||^2)`` (one rounding, so
+equal cosines of small-integer data tie exactly), and sorted by (value, index).
 
 **Speed** (benchmarks/results/metrics.md): the products run at the BLAS's speed (OpenBLAS
 through NumPy: ~85-90 % of the FMA peak in [4,000, 1,000] blocks on the 2-core dev box, about
@@ -179,7 +180,9 @@ def _candidates(q, r, offset, scale, bound, k, block, qblock):
 
 
 def _exact_part(q, r, pq, pr, metric, out, chunk: int = 64) -> None:
-    """float64 ``||a - b||^2`` or cosine of the pairs ``(q[pq], r[pr])`` into ``out``."""
+    """float64 keys of the pairs ``(q[pq], r[pr])`` into ``out``: ``||a - b||^2`` (l2) or
+    ``cos |cos| = a.b |a.b| / (||a||^2 ||b||^2)`` (cosine; increasing in the cosine, and one
+    correctly rounded division, so equal cosines of small-integer data give equal keys)."""
     d = q.shape[1]
     a, b = np.empty((chunk, d), q.dtype), np.empty((chunk, d), q.dtype)
     diff = np.empty((chunk, d), np.float64)
@@ -193,9 +196,8 @@ def _exact_part(q, r, pq, pr, metric, out, chunk: int = 64) -> None:
             continue
         a64, b64 = a[:c].astype(np.float64), b[:c].astype(np.float64)
         dot = np.einsum("ij,ij->i", a64, b64)
-        den = np.sqrt(np.einsum("ij,ij->i", a64, a64) * np.einsum("ij,ij->i", b64, b64))
-        cos = np.divide(dot, den, out=np.zeros_like(dot), where=den > 0)
-        out[s:s + c] = np.clip(cos, -1.0, 1.0)
+        den = np.einsum("ij,ij->i", a64, a64) * np.einsum("ij,ij->i", b64, b64)
+        out[s:s + c] = np.divide(dot * np.abs(dot), den, out=np.zeros_like(dot), where=den > 0)
 
 
 def _exact(q, r, pq, pr, metric) -> np.ndarray:
@@ -224,13 +226,15 @@ def host_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str, block: int, qblo
     qblock = _balanced(m, max(1, min(qblock, _CANDIDATE_BYTES // per_query)))
     offset, scale, bound = _prepare(q, r, metric)
     pq, pr = _candidates(q, r, offset, scale, bound, k, block, qblock)
-    value = _exact(q, r, pq, pr, metric)
-    key = value if metric == "l2" else -value
+    key = _exact(q, r, pq, pr, metric)
+    key = key if metric == "l2" else -key
     order = np.lexsort((pr, key, pq))                  # by query, then (value, index)
-    pq, pr, value = pq[order], pr[order], value[order]
+    pq, pr, key = pq[order], pr[order], key[order]
     first = np.searchsorted(pq, np.arange(m))
     take = first[:, None] + np.arange(k)[None, :]      # every query has >= k candidates
-    vals = value[take]
+    key = key[take]
     if metric == "l2":
-        vals = np.sqrt(vals)
+        vals = np.sqrt(key)
+    else:                                              # -cos |cos| -> cos
+        vals = np.clip(-np.sign(key) * np.sqrt(np.abs(key)), -1.0, 1.0)
     return vals.astype(q.dtype), pr[take].astype(np.int32)
