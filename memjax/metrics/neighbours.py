@@ -59,7 +59,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
 from memjax import _checks, parallel
-from memjax.metrics.neighbours_host import host_knn
+from memjax.metrics.neighbours_host import _balanced, host_knn
 
 __all__ = ["METHODS", "METRICS", "nearest_neighbours"]
 
@@ -78,16 +78,19 @@ def _as_rows(name: str, x: Any) -> jax.Array:
     return arr.astype(jnp.promote_types(arr.dtype, jnp.float32))
 
 
-def _check_pair(queries, refs, qname="queries", rname="refs"):
-    q = _as_rows(qname, queries)
-    r = _as_rows(rname, refs)
+def _check_pair(queries, refs, qname="queries", rname="refs", *, host: bool = False):
+    """Both sets as ``[n, D]`` rows of one floating dtype: JAX arrays, or NumPy ones (``host``)."""
+    rows = _host_rows if host else _as_rows
+    q, r = rows(qname, queries), rows(rname, refs)
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"{rname}: expected {q.shape[1]} features per example (as {qname}), got "
                          f"{r.shape[1]} (shapes {tuple(np.shape(queries))} and "
                          f"{tuple(np.shape(refs))})")
+    if host:
+        dtype = np.promote_types(q.dtype, r.dtype)
+        return q.astype(dtype, copy=False), r.astype(dtype, copy=False)
     dtype = jnp.promote_types(q.dtype, r.dtype)
     return q.astype(dtype), r.astype(dtype)
-
 
 
 def _host_rows(name: str, x: Any) -> np.ndarray:
@@ -98,19 +101,8 @@ def _host_rows(name: str, x: Any) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(_as_rows(name, x)))  # jnp's checks and messages
     dtype = jax.dtypes.canonicalize_dtype(np.promote_types(x.dtype, np.float32))
     arr = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: expected finite values, found NaN or infinity")
+    _checks.check_finite(name, arr)
     return arr
-
-
-def _host_pair(queries, refs) -> tuple[np.ndarray, np.ndarray]:
-    q, r = _host_rows("queries", queries), _host_rows("refs", refs)
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(f"refs: expected {q.shape[1]} features per example (as queries), got "
-                         f"{r.shape[1]} (shapes {tuple(np.shape(queries))} and "
-                         f"{tuple(np.shape(refs))})")
-    dtype = np.promote_types(q.dtype, r.dtype)
-    return q.astype(dtype, copy=False), r.astype(dtype, copy=False)
 
 
 def _host_blocker(queries: Any, refs: Any, mesh: Mesh) -> str | None:
@@ -216,13 +208,6 @@ def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
     return vals.reshape(-1, k), idx.reshape(-1, k)
 
 
-def _balanced(total: int, most: int) -> int:
-    """The smallest block size that covers ``total`` in as few blocks of at most ``most`` as
-    possible (so padding wastes less than one block: 10,000 in 2,048s -> 5 blocks of 2,000)."""
-    num = -(-total // max(1, min(most, total)))
-    return -(-total // num)
-
-
 @functools.partial(jax.jit, static_argnames=("k", "c", "metric", "block", "qblock", "mesh"))
 def _knn(queries, refs, *, k, c, metric, block, qblock, mesh):
     m, n = queries.shape[0], refs.shape[0]
@@ -279,7 +264,7 @@ def nearest_neighbours(queries: Float[Array, "m ..."], refs: Float[Array, "n ...
     if method == "xla" or blocker is not None:
         return _xla_search(queries, refs, k, metric, block_size, query_block_size,
                            num_candidates, mesh, gather)
-    q, r = _host_pair(queries, refs)
+    q, r = _check_pair(queries, refs, host=True)
     _check_k(k, r.shape[0], num_candidates)
     vals, idx = host_knn(q, r, int(k), metric, 1024 if block_size is None else int(block_size),
                          4096 if query_block_size is None else int(query_block_size))

@@ -72,6 +72,8 @@ def _in_parts(fn: Callable[[slice], object], total: int, least: int = 256) -> li
 
 
 def _balanced(total: int, most: int) -> int:
+    """The smallest block size that covers ``total`` in as few blocks of at most ``most`` as
+    possible (so padding wastes less than one block: 10,000 in 2,048s -> 5 blocks of 2,000)."""
     num = -(-total // max(1, min(most, total)))
     return -(-total // num)
 
