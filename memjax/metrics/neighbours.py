@@ -1,8 +1,7 @@
 r"""Exact k-nearest neighbours, blocked and sharded: the search every memorization metric uses.
 
-:func:`nearest_neighbours` is exact and memory-bounded:
-
-The jitted XLA kernel (``method="xla"``; the host search is described below):
+:func:`nearest_neighbours` is exact and memory-bounded. Its jitted XLA kernel
+(``method="xla"``; the host search is described below) works in two steps:
 
 1. *Candidates.* References are visited in blocks of ``block_size`` rows. For each block the
    matmul form ``||b||^2 - 2 a.b`` (``||a||^2`` is constant per query and dropped; for l2 both
@@ -35,7 +34,8 @@ bound *certifies* the candidates, so the result equals a float64 brute force for
 ``num_candidates`` assumption), distances re-scored in float64. Under ``jax.jit`` / ``vmap``, on
 GPU / TPU, or on a mesh of several processes, the jitted XLA kernel above runs
 (``method="xla"``). Both break ties by the lowest reference index, so they return the same
-neighbours; their distances agree to float32 rounding.
+neighbours except where the kernel's float32 re-scoring cannot tell two distances apart (above);
+their distances agree to float32 rounding.
 
 Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads, idle): faiss's
 whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 % of the
@@ -153,7 +153,7 @@ def _local_knn(q, refs, *, n, k, c, metric, block, qblock):
     rnorm = jnp.sqrt(jnp.sum(refs * refs, axis=1))
     # l2 is translation invariant: centring on the references' mean (padding rows are zero)
     # makes the matmul form's cancellation error scale with the spread, not the offset
-    centre = jnp.sum(refs, axis=0) / n if metric == "l2" else jnp.zeros((d,), refs.dtype)
+    centre = jnp.sum(refs, axis=0) / n if metric == "l2" else None
     if metric == "l2":
         rcand = refs - centre
     else:
