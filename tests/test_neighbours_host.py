@@ -19,7 +19,7 @@ def test_error_bound_holds_for_every_computed_score(metric):
     r = (rng.normal(size=(200, 300)) * 10.0 ** rng.uniform(-3, 3, size=(200, 1))).astype(
         np.float32)
     r[7] = 0.0
-    offset, scale, bound = host._prepare(q, r, metric)
+    offset, scale, bound = host._prepare(q, r, metric, ("q", "r"))
     computed = host._scores(q, r, 0, r.shape[0], offset, scale).astype(np.float64)
     q64, r64 = q.astype(np.float64), r.astype(np.float64)
     if metric == "l2":
@@ -102,6 +102,25 @@ def test_numpy_and_jax_inputs_and_dtypes():
         assert vals.dtype == np.float32 and idx.dtype == np.int32
         np.testing.assert_array_equal(np.asarray(idx), ri)
         np.testing.assert_allclose(np.asarray(vals), rv, rtol=1e-6)
+
+
+@pytest.mark.parametrize("where", ["queries", "refs"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 3e20])
+@pytest.mark.parametrize("as_jax", [False, True])
+def test_non_finite_or_overflowing_input_is_named(where, bad, as_jax):
+    """One bad entry, NumPy or JAX input: a ValueError naming the argument (found on the row
+    norms, so clean input pays no extra pass); 3e20 is finite but its square overflows."""
+    import jax
+
+    rng = np.random.default_rng(6)
+    arrays = {"queries": rng.normal(size=(40, 9)).astype(np.float32),
+              "refs": rng.normal(size=(70, 9)).astype(np.float32)}
+    arrays[where][17, 4] = bad
+    if as_jax:
+        arrays = {name: jax.device_put(x) for name, x in arrays.items()}
+    match = "finite" if np.isinf(bad) or np.isnan(bad) else "overflow"
+    with pytest.raises(ValueError, match=f"^{where}: .*{match}"):
+        nearest_neighbours(arrays["queries"], arrays["refs"], k=3, method="host")
 
 
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")      # the child uses NumPy only

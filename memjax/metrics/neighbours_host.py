@@ -49,6 +49,8 @@ from typing import Callable
 
 import numpy as np
 
+from memjax import _checks
+
 __all__ = ["host_knn"]
 
 _ARGMAX_MAX_KEEP = 4          # keep <= this many per block by repeated argmax, else argpartition
@@ -87,18 +89,24 @@ def _norms2(x: np.ndarray) -> np.ndarray:
     return np.concatenate(_in_parts(lambda sl: np.einsum("ij,ij->i", x[sl], x[sl]), x.shape[0]))
 
 
-def _prepare(q: np.ndarray, r: np.ndarray, metric: str):
+def _prepare(q: np.ndarray, r: np.ndarray, metric: str, names: tuple[str, str]):
     """Each reference's offset (l2: ``||b||^2 / 2``) or scale (cosine: ``1 / ||b||``), and the
-    per-query error bound ``E`` (module docstring)."""
+    per-query error bound ``E`` (module docstring). Finite norms imply finite inputs, so the
+    element-wise check (a pass over both sets) runs only when a norm is not finite."""
     dtype = q.dtype
     d = q.shape[1]
     u = _unit_roundoff(dtype)
     gamma = d * u / (1.0 - d * u)
     grow = 1.0 / (1.0 - gamma)               # a float norm^2 is within gamma of the true one
     tiny = 4.0 * d * float(np.finfo(dtype).smallest_subnormal)
-    qn = np.sqrt(_norms2(q).astype(np.float64) * grow)
-    rn2 = _norms2(r)
-    bmax = float(np.sqrt(float(rn2.max()) * grow))
+    qn2, rn2 = _norms2(q), _norms2(r)
+    for name, x, n2 in ((names[0], q, qn2), (names[1], r, rn2)):
+        if not np.isfinite(n2).all():        # NaN / inf in x, or a huge finite row
+            _checks.check_finite(name, x)
+            raise ValueError(f"{name}: squared row norms overflow {dtype} (largest |value| "
+                             f"{float(np.abs(x).max()):.3g}); rescale the features")
+    qn = np.sqrt(qn2.astype(np.float64) * grow)
+    bmax = float(np.sqrt(float(rn2.astype(np.float64).max()) * grow))
     if metric == "l2":                       # score a.b - ||b||^2 / 2 (halving is exact)
         half = 0.5 * bmax ** 2
         bound = (gamma + u * (1 + gamma)) * (qn * bmax + half * (1 + gamma)) + gamma * half
@@ -181,22 +189,22 @@ def _candidates(q, r, offset, scale, bound, k, block, qblock):
     return np.concatenate(pair_q), np.concatenate(pair_r)
 
 
-def _exact_part(q, r, pq, pr, metric, out, chunk: int = 64) -> None:
+def _exact_part(q, r, pq, pr, metric, out, chunk: int = 32) -> None:
     """float64 keys of the pairs ``(q[pq], r[pr])`` into ``out``: ``||a - b||^2`` (l2) or
     ``cos |cos| = a.b |a.b| / (||a||^2 ||b||^2)`` (cosine; increasing in the cosine, and one
-    correctly rounded division, so equal cosines of small-integer data give equal keys)."""
+    correctly rounded division, so equal cosines of small-integer data give equal keys).
+    Rows are gathered straight into float64 buffers of ``chunk`` rows (cache-sized)."""
     d = q.shape[1]
-    a, b = np.empty((chunk, d), q.dtype), np.empty((chunk, d), q.dtype)
-    diff = np.empty((chunk, d), np.float64)
+    a, b = np.empty((chunk, d), np.float64), np.empty((chunk, d), np.float64)
     for s in range(0, pq.shape[0], chunk):
         c = min(chunk, pq.shape[0] - s)
-        np.take(q, pq[s:s + c], axis=0, out=a[:c])
-        np.take(r, pr[s:s + c], axis=0, out=b[:c])
-        if metric == "l2":           # float32 inputs are exact in float64, so is a - b
-            np.subtract(a[:c], b[:c], out=diff[:c], dtype=np.float64)
-            out[s:s + c] = np.einsum("ij,ij->i", diff[:c], diff[:c])
+        a64, b64 = a[:c], b[:c]
+        np.copyto(a64, q[pq[s:s + c]])           # float32 values are exact in float64
+        np.copyto(b64, r[pr[s:s + c]])
+        if metric == "l2":                       # and so is a - b
+            np.subtract(a64, b64, out=a64)
+            out[s:s + c] = np.einsum("ij,ij->i", a64, a64)
             continue
-        a64, b64 = a[:c].astype(np.float64), b[:c].astype(np.float64)
         dot = np.einsum("ij,ij->i", a64, b64)
         den = np.einsum("ij,ij->i", a64, a64) * np.einsum("ij,ij->i", b64, b64)
         out[s:s + c] = np.divide(dot * np.abs(dot), den, out=np.zeros_like(dot), where=den > 0)
@@ -209,12 +217,13 @@ def _exact(q, r, pq, pr, metric) -> np.ndarray:
     return out
 
 
-def host_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str, block: int, qblock: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def host_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str, block: int, qblock: int,
+             names: tuple[str, str] = ("queries", "refs")) -> tuple[np.ndarray, np.ndarray]:
     """The exact ``k`` nearest references of every query (module docstring).
 
     Args:
-      q, r: ``[m, D]`` and ``[n, D]`` finite arrays of one floating dtype, ``k <= n``.
+      q, r: ``[m, D]`` and ``[n, D]`` arrays of one floating dtype, ``k <= n``; a NaN or
+        infinity raises a ``ValueError`` naming ``names[0]`` or ``names[1]``.
       metric: ``"l2"`` or ``"cosine"``.
       block, qblock: references per block and queries per chunk (memory ``qblock * block``).
 
@@ -226,7 +235,7 @@ def host_knn(q: np.ndarray, r: np.ndarray, k: int, metric: str, block: int, qblo
     block = _balanced(n, block)
     per_query = -(-n // block) * (k + 1) * 24          # float32 + int64 kept, float64 copies
     qblock = _balanced(m, max(1, min(qblock, _CANDIDATE_BYTES // per_query)))
-    offset, scale, bound = _prepare(q, r, metric)
+    offset, scale, bound = _prepare(q, r, metric, names)
     pq, pr = _candidates(q, r, offset, scale, bound, k, block, qblock)
     key = _exact(q, r, pq, pr, metric)
     key = key if metric == "l2" else -key
