@@ -124,9 +124,10 @@ def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: 
     print(f"\n{m} x {n} x {d}, k = {k}, threads {threads}; {_versions()}; "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n{_machine()}\n"
           f"uptime: {os.popen('uptime').read().strip()}\n")
-    print("| m x n x D | threads | method | time (s, min of %d) | x faiss | indices equal to "
-          "faiss | equal to float64 brute force (%d queries) | load |" % (repeats, len(rows)))
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| m x n x D | threads | method | time (s, min of %d) | x faiss (ratio of minima) | "
+          "x faiss per round: median [range] | indices equal to faiss | equal to float64 brute "
+          "force (%d queries) | load |" % (repeats, len(rows)))
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     size = f"{m:,} x {n:,} x {d:,}"
     load = f"{min(loads):.1f}-{max(loads):.1f}"
     for name in runners:
@@ -134,10 +135,12 @@ def bench_knn(m: int, n: int, d: int, k: int, repeats: int, block_sizes, check: 
         i = np.asarray(outs[name][1])
         exact = f"{np.mean(np.all(i[rows] == truth, axis=1)) * 100:.1f}%"
         if name.startswith("faiss"):
-            print(f"| {size} | {threads} | {name} | {t:.2f} | 1.00 | - | {exact} | {load} |")
+            print(f"| {size} | {threads} | {name} | {t:.2f} | 1.00 | - | - | {exact} | {load} |")
             continue
         same = np.all(i == f_idx, axis=1)
+        per = np.array(times[name]) / np.array(times["faiss IndexFlatL2"])   # same round
         print(f"| {size} | {threads} | {name} | {t:.2f} | {t / t_faiss:.2f} | "
+              f"{np.median(per):.2f} [{per.min():.2f}-{per.max():.2f}] | "
               f"{same.mean() * 100:.2f}% | {exact} | {load} |", flush=True)
 
 
