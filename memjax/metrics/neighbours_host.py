@@ -31,9 +31,11 @@ have true scores ``>= t - E``, so the true ``k``-th best is ``>= t - E``, and ev
 reference has a computed score ``>= t - 2E``. Each block keeps its ``k + 1`` best computed
 scores; a block whose ``(k + 1)``-th kept score still clears ``t - 2E`` may hide more
 candidates, and its scores are computed again for that query (rare: a near-tie inside one
-block). Every candidate is then re-scored in float64 (float32 inputs are exact there, and so is
-``a - b``), ``||a - b||^2`` or ``cos |cos| = a.b |a.b| / (||a||^2 ||b||^2)`` (one rounding, so
-equal cosines of small-integer data tie exactly), and sorted by (value, index).
+block). The ``(k + 1)``-th is searched for only where the block's ``k``-th best clears the
+running ``k``-th best (over the blocks so far, never above ``t``) minus ``2E``; elsewhere nothing
+below it can be a candidate. Every candidate is then re-scored in float64 (float32 inputs are
+exact there, and so is ``a - b``), ``||a - b||^2`` or ``cos |cos| = a.b |a.b| / (||a||^2 ||b||^2)``
+(one rounding, so equal cosines of small-integer data tie exactly), and sorted by (value, index).
 
 **Speed** (benchmarks/results/metrics.md): the products run at the BLAS's speed (OpenBLAS
 through NumPy, 2 threads: ~80 % of the 2-core dev box's FMA peak, the rate faiss-cpu's search
@@ -130,34 +132,56 @@ def _scores(q, r, j0, j1, offset, scale, out=None) -> np.ndarray:
     return s
 
 
-def _block_best(s: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """``keep`` largest scores of every row (any order) and their columns; ``s`` is clobbered."""
+def _block_best(s: np.ndarray, keep: int, running: np.ndarray, slack: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``keep`` (= k + 1) largest scores of every row (any order) and their columns; ``s`` is
+    clobbered. ``running``: ``[rows, k]`` best scores of the blocks before (updated in place).
+
+    The last arg-max pass runs only on rows where it can matter: entries below a row's k-th best
+    in this block are ``<= v_k``, and if ``v_k`` is below the running k-th best minus ``slack``
+    (= 2E; the running k-th best never exceeds the final one, so neither does that threshold)
+    they cannot be candidates; such rows get ``-inf`` there. On random data a block holds a row's
+    near-best with probability ~1/blocks so far, so the pass shrinks to a few rows.
+    """
     rows, width = s.shape
     if keep >= width:
         return s.copy(), np.broadcast_to(np.arange(width), s.shape).copy()
-    if keep <= _ARGMAX_MAX_KEEP:
-        ar = np.arange(rows)
-        cols = np.empty((rows, keep), np.int64)
-        vals = np.empty((rows, keep), s.dtype)
-        for i in range(keep):
-            cols[:, i] = c = s.argmax(axis=1)
-            vals[:, i] = s[ar, c]
-            s[ar, c] = -np.inf
-        return vals, cols
-    cols = np.argpartition(s, width - keep, axis=1)[:, width - keep:]
-    return np.take_along_axis(s, cols, axis=1), cols
+    if keep > _ARGMAX_MAX_KEEP:
+        cols = np.argpartition(s, width - keep, axis=1)[:, width - keep:]
+        return np.take_along_axis(s, cols, axis=1), cols
+    k = keep - 1
+    ar = np.arange(rows)
+    cols = np.zeros((rows, keep), np.int64)
+    vals = np.full((rows, keep), -np.inf, s.dtype)
+    for i in range(k):
+        cols[:, i] = c = s.argmax(axis=1)
+        vals[:, i] = s[ar, c]
+        s[ar, c] = -np.inf
+    best = np.concatenate([running, vals[:, :k].astype(np.float64)], axis=1)
+    running[:] = np.sort(best, axis=1)[:, k:] if k > 1 else best.max(axis=1, keepdims=True)
+    need = np.flatnonzero(vals[:, k - 1] >= running[:, 0] - slack)
+    if need.size == rows:
+        cols[:, k] = c = s.argmax(axis=1)
+        vals[:, k] = s[ar, c]
+    elif need.size:
+        sub = s[need]
+        cols[need, k] = c = sub.argmax(axis=1)
+        vals[need, k] = sub[np.arange(need.size), c]
+    return vals, cols
 
 
-def _chunk_candidates(q, r, offset, scale, k, block, buf):
-    """Per block, the ``k + 1`` best computed scores: values / indices ``[rows, blocks, keep]``
-    and whether each block kept all its columns."""
+def _chunk_candidates(q, r, offset, scale, k, block, buf, slack):
+    """Per block, the ``k + 1`` best computed scores (the last ``-inf`` where it cannot matter,
+    :func:`_block_best`): values / indices ``[rows, blocks, keep]`` and whether each block kept
+    all its columns."""
     n, rows = r.shape[0], q.shape[0]
     vals, idx, full = [], [], []
+    running = np.full((rows, k), -np.inf)
     for j0 in range(0, n, block):
         j1 = min(n, j0 + block)
         s = _scores(q, r, j0, j1, offset, scale, out=buf[: rows * (j1 - j0)].reshape(rows, -1))
         keep = min(k + 1, j1 - j0)
-        v, c = _block_best(s, keep)           # one thread: threads measured no faster here
+        v, c = _block_best(s, keep, running, slack)   # one thread: threads measured no faster
         pad = k + 1 - keep                    # a short last block: pad with -inf, never used
         vals.append(np.pad(v, ((0, 0), (0, pad)), constant_values=-np.inf))
         idx.append(np.pad(c + j0, ((0, 0), (0, pad))))
@@ -172,7 +196,8 @@ def _candidates(q, r, offset, scale, bound, k, block, qblock):
     pair_q, pair_r = [], []
     for i0 in range(0, m, qblock):
         i1 = min(m, i0 + qblock)
-        vals, idx, full = _chunk_candidates(q[i0:i1], r, offset, scale, k, block, buf)
+        vals, idx, full = _chunk_candidates(q[i0:i1], r, offset, scale, k, block, buf,
+                                             2.0 * bound[i0:i1])
         flat = vals.reshape(i1 - i0, -1).astype(np.float64)
         kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1]
         thr = kth - 2.0 * bound[i0:i1]
