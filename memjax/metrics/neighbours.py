@@ -41,7 +41,7 @@ Speed (benchmarks/results/metrics.md, 2-core AMD EPYC dev box, AVX2, 2 threads, 
 whole ``IndexFlatL2`` search for 4,000 x 4,000 x 3,072 costs its OpenBLAS sgemm, at ~80 % of the
 CPU's FMA peak. The host search runs the same sgemm in [4,096, 1,024] blocks (0.87-0.96x faiss for
 the products alone) and adds the selection, the certificate and the float64 re-scoring (~8 %):
-per-round medians 1.03-1.10x faiss at 4,000^2 and 10,000^2 (single rounds 0.93-1.27x), 1.16x at
+per-round medians 1.03-1.10x faiss at 4,000^2 and 10,000^2 (single rounds 0.93-1.27x), 1.16-1.17x at
 50,000^2 x 512, where the per-block passes weigh more against a cheaper sgemm. The XLA kernel's
 dot matches faiss only in its best shapes, and its selection, re-scoring and centring come on
 top: 1.4-1.6x on CPU. bfloat16 / float16 products are slower on this CPU (no AVX-512) and not
